@@ -1,0 +1,123 @@
+"""Typed network configs: one dataclass holds a network's whole architecture.
+
+The configs are written into the model card (``model.json``) so a model directory rebuilds its own networks
+without any code outside ``model/`` knowing the recipe that produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+Architecture = Literal["mlp", "conv"]
+LatentDistribution = Literal["uniform", "normal"]
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config dataclass from a JSON dict, refusing unknown keys (a typo must not pass silently)."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """The K+1 discriminator: K class logits; the fake class has its logit fixed at 0 (Salimans et al. 2016)."""
+
+    num_classes: int
+    channels: int = 1
+    height: int = 28
+    width: int = 28
+    architecture: Architecture = "mlp"
+    # MLP recipe (improved-GAN MNIST): 784-1000-500-250-250-250-K.
+    hidden_sizes: tuple[int, ...] = (1000, 500, 250, 250, 250)
+    # Conv recipe (improved-GAN CIFAR, narrowed by default for CPUs): blocks of three 3x3 convs.
+    conv_channels: tuple[int, ...] = (96, 192)
+    # Regularisers from the reference code: Gaussian noise (MLP) or dropout (conv), active in train mode only.
+    input_noise_std: float = 0.3
+    hidden_noise_std: float = 0.5
+    input_dropout: float = 0.2
+    hidden_dropout: float = 0.5
+    # Pixels reach the network in [0, 1]; the network standardises them itself with these, so the
+    # generator, the trainer and the server all hand it the same [0, 1] images.
+    input_mean: tuple[float, ...] = (0.0,)
+    input_std: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError("a classifier needs at least 2 classes")
+        if self.architecture not in ("mlp", "conv"):
+            raise ValueError(f"unknown discriminator architecture {self.architecture!r}")
+        for name in ("input_mean", "input_std"):
+            if len(getattr(self, name)) not in (1, self.channels):
+                raise ValueError(f"{name} needs 1 or {self.channels} values")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiscriminatorConfig:
+        return _from_dict(cls, data)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """The generator maps a latent vector to an image in [0, 1] of the discriminator's input shape."""
+
+    channels: int = 1
+    height: int = 28
+    width: int = 28
+    architecture: Architecture = "mlp"
+    latent_size: int = 100
+    latent_distribution: LatentDistribution = "uniform"
+    # MLP recipe (improved-GAN MNIST): z -> 500 -> 500 -> pixels, batch norm + softplus.
+    hidden_sizes: tuple[int, ...] = (500, 500)
+    # Conv recipe (DCGAN-style): project to (base_channels, H/4, W/4), then two 2x transposed convs.
+    base_channels: int = 256
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("mlp", "conv"):
+            raise ValueError(f"unknown generator architecture {self.architecture!r}")
+        if self.architecture == "conv" and (self.height % 4 or self.width % 4):
+            raise ValueError("the conv generator needs height and width divisible by 4")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        return _from_dict(cls, data)  # type: ignore[no-any-return]
+
+
+def default_configs(
+    num_classes: int, channels: int, height: int, width: int, architecture: Architecture | None = None
+) -> tuple[DiscriminatorConfig, GeneratorConfig]:
+    """The best known recipe for an image size: the reference MLP for 28x28 gray, the conv net otherwise."""
+    if architecture is None:
+        architecture = "mlp" if (channels, height, width) == (1, 28, 28) else "conv"
+    if architecture == "mlp":
+        disc = DiscriminatorConfig(num_classes, channels, height, width, architecture="mlp")
+        gen = GeneratorConfig(channels, height, width, architecture="mlp", latent_distribution="uniform")
+    else:
+        disc = DiscriminatorConfig(
+            num_classes,
+            channels,
+            height,
+            width,
+            architecture="conv",
+            input_mean=(0.5,) * channels,
+            input_std=(0.5,) * channels,
+        )
+        gen = GeneratorConfig(channels, height, width, architecture="conv", latent_distribution="normal")
+    return disc, gen

@@ -1,0 +1,205 @@
+"""The model directory: what training writes and the server reads (DESIGN section 5).
+
+```
+<model-dir>/
+  discriminator.safetensors   # weights only, never a pickle
+  generator.safetensors
+  model.json                  # the model card: configs, classes, normalisation, metrics, SHA-256 of weights
+```
+
+Writing is atomic: the directory is staged beside its destination and swapped in with renames, so a reader
+never sees a half-written model. Loading checks each weight file's SHA-256 against the card and refuses a
+mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.config import DiscriminatorConfig, GeneratorConfig
+from model.networks import Discriminator, Generator
+
+FORMAT_VERSION = 1
+CARD_FILE = "model.json"
+DISCRIMINATOR_FILE = "discriminator.safetensors"
+GENERATOR_FILE = "generator.safetensors"
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "bundled" / "fashion-mnist"
+
+
+class ModelDirectoryError(RuntimeError):
+    """A model directory that is missing, incomplete, corrupt or of an unknown format."""
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to rebuild and correctly feed the networks, plus how they were made and how good
+    they are."""
+
+    class_names: list[str]
+    discriminator: DiscriminatorConfig
+    generator: GeneratorConfig
+    # Exactly what training did to pixels: uint8 / 255 -> [0, 1], then (x - mean) / std inside the network.
+    normalization: dict[str, Any]
+    background: str  # "dark" or "light": the polarity of the training images
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # weight file name -> SHA-256
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.discriminator.image_shape
+
+    @property
+    def latent_size(self) -> int:
+        return self.generator.latent_size
+
+    @property
+    def model_id(self) -> str:
+        """Short, content-derived id: changes whenever the discriminator's weights change."""
+        return self.files.get(DISCRIMINATOR_FILE, "unsaved")[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["image_shape"] = list(self.image_shape)
+        data["latent_size"] = self.latent_size
+        data["model_id"] = self.model_id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelDirectoryError(f"unsupported model format version {version!r} (expected {FORMAT_VERSION})")
+        try:
+            return cls(
+                class_names=list(data["class_names"]),
+                discriminator=DiscriminatorConfig.from_dict(data["discriminator"]),
+                generator=GeneratorConfig.from_dict(data["generator"]),
+                normalization=dict(data["normalization"]),
+                background=str(data["background"]),
+                training=dict(data.get("training", {})),
+                metrics=dict(data.get("metrics", {})),
+                files=dict(data["files"]),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelDirectoryError(f"malformed model card: {exc}") from exc
+
+
+def normalization_record(config: DiscriminatorConfig) -> dict[str, Any]:
+    """The card's description of the input pipeline, derived from the config that implements it."""
+    return {
+        "pixel_scale": "uint8 / 255 -> [0, 1]",
+        "mean": list(config.input_mean),
+        "std": list(config.input_std),
+        "color_mode": "L" if config.channels == 1 else "RGB",
+        "resize": "PIL LANCZOS to (height, width)",
+    }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _contiguous_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().to("cpu").contiguous() for name, tensor in module.state_dict().items()}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old content or the new, never a part: temp file, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_model_dir(path: str | Path, discriminator: Discriminator, generator: Generator, card: ModelCard) -> ModelCard:
+    """Write the model directory atomically and return the card with the weight hashes filled in."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+    try:
+        save_file(_contiguous_state(discriminator), str(staging / DISCRIMINATOR_FILE))
+        save_file(_contiguous_state(generator), str(staging / GENERATOR_FILE))
+        card.files = {name: sha256_file(staging / name) for name in (DISCRIMINATOR_FILE, GENERATOR_FILE)}
+        (staging / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+        # rename(2) cannot replace a non-empty directory: move the old one aside, swap, then delete it.
+        retired = None
+        if path.exists():
+            retired = path.with_name(f".{path.name}.retired-{os.getpid()}")
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(path, retired)
+        os.replace(staging, path)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return card
+
+
+def read_card(path: str | Path) -> ModelCard:
+    card_path = Path(path) / CARD_FILE
+    if not card_path.is_file():
+        raise ModelDirectoryError(f"{card_path} not found: is {path} a model directory written by sgan-train?")
+    try:
+        data = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelDirectoryError(f"cannot read {card_path}: {exc}") from exc
+    return ModelCard.from_dict(data)
+
+
+@dataclass
+class LoadedModel:
+    card: ModelCard
+    discriminator: Discriminator
+    generator: Generator
+
+
+def _load_weights(module: torch.nn.Module, path: Path, expected_sha256: str | None) -> None:
+    if not path.is_file():
+        raise ModelDirectoryError(f"{path} not found")
+    actual = sha256_file(path)
+    if expected_sha256 != actual:
+        raise ModelDirectoryError(
+            f"{path.name}: SHA-256 {actual} does not match the model card ({expected_sha256}); "
+            "the file is corrupt or was replaced: refusing to load it"
+        )
+    try:
+        state = load_file(str(path))  # safetensors: plain tensors, no code runs
+        module.load_state_dict(state, strict=True)
+    except Exception as exc:  # a safetensors header error or a shape mismatch: both mean a broken directory
+        raise ModelDirectoryError(f"cannot load {path}: {exc}") from exc
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild both networks from a model directory, in eval mode, after checking the weight hashes."""
+    path = Path(path)
+    card = read_card(path)
+    discriminator = Discriminator(card.discriminator)
+    generator = Generator(card.generator)
+    _load_weights(discriminator, path / DISCRIMINATOR_FILE, card.files.get(DISCRIMINATOR_FILE))
+    _load_weights(generator, path / GENERATOR_FILE, card.files.get(GENERATOR_FILE))
+    return LoadedModel(card, discriminator.to(device).eval(), generator.to(device).eval())

@@ -1,0 +1,142 @@
+"""The discriminator and the generator of the semi-supervised GAN.
+
+Both follow the reference recipes of Salimans et al. 2016 ("Improved Techniques for Training GANs"):
+weight normalisation on the discriminator, Gaussian noise (MLP) or dropout (conv) as its regulariser, and a
+generator whose hidden layers use batch norm. Images travel between the two in [0, 1] pixel space; the
+discriminator standardises its input itself (see ``DiscriminatorConfig.input_mean``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from model.config import DiscriminatorConfig, GeneratorConfig
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise in train mode only; the MLP discriminator's regulariser in the reference code."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.std == 0:
+            return x
+        return x + torch.randn_like(x) * self.std
+
+
+def _conv_block(in_channels: int, out_channels: int, downsample: bool) -> list[nn.Module]:
+    """Three weight-normalised 3x3 convs; the last one halves the resolution (strided, as in the reference)."""
+    layers: list[nn.Module] = []
+    for i in range(3):
+        stride = 2 if downsample and i == 2 else 1
+        layers += [
+            weight_norm(nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, stride, 1)),
+            nn.LeakyReLU(0.2),
+        ]
+    return layers
+
+
+class Discriminator(nn.Module):
+    """K+1 classifier: ``forward`` returns K logits; the fake class's logit is the constant 0.
+
+    ``forward_features`` gives the last hidden layer, the one the generator's feature matching uses.
+    """
+
+    def __init__(self, config: DiscriminatorConfig) -> None:
+        super().__init__()
+        self.config = config
+        mean = torch.tensor(config.input_mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(config.input_std, dtype=torch.float32).view(1, -1, 1, 1)
+        # Not persistent: they are part of the config, not learned state, so they never enter the weights file.
+        self.register_buffer("input_mean", mean, persistent=False)
+        self.register_buffer("input_std", std, persistent=False)
+
+        body: list[nn.Module]
+        if config.architecture == "mlp":
+            in_features = config.channels * config.height * config.width
+            body = [nn.Flatten(), GaussianNoise(config.input_noise_std)]
+            for width in config.hidden_sizes:
+                body += [weight_norm(nn.Linear(in_features, width)), nn.ReLU(), GaussianNoise(config.hidden_noise_std)]
+                in_features = width
+            self.feature_size = in_features
+        else:
+            body = [nn.Dropout(config.input_dropout)]
+            in_channels = config.channels
+            for out_channels in config.conv_channels:
+                body += _conv_block(in_channels, out_channels, downsample=True)
+                body.append(nn.Dropout(config.hidden_dropout))
+                in_channels = out_channels
+            # Reference head: a 3x3 conv then two 1x1 "network in network" layers, then global average pooling.
+            body += [
+                weight_norm(nn.Conv2d(in_channels, in_channels, 3, 1, 0)),
+                nn.LeakyReLU(0.2),
+                weight_norm(nn.Conv2d(in_channels, in_channels, 1)),
+                nn.LeakyReLU(0.2),
+                weight_norm(nn.Conv2d(in_channels, in_channels, 1)),
+                nn.LeakyReLU(0.2),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+            ]
+            self.feature_size = in_channels
+        self.body = nn.Sequential(*body)
+        self.head = weight_norm(nn.Linear(self.feature_size, config.num_classes))
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.input_mean) / self.input_std  # (B, C, H, W), pixels in [0, 1] -> standardised
+        return self.body(x)  # (B, F)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)  # (B, K)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(images))
+
+
+class Generator(nn.Module):
+    """Maps latent vectors to images in [0, 1] of the discriminator's input shape."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        out_pixels = config.channels * config.height * config.width
+        if config.architecture == "mlp":
+            layers: list[nn.Module] = []
+            in_features = config.latent_size
+            for width in config.hidden_sizes:
+                layers += [nn.Linear(in_features, width, bias=False), nn.BatchNorm1d(width), nn.Softplus()]
+                in_features = width
+            # Sigmoid output with weight norm, as in the reference MNIST generator.
+            layers += [weight_norm(nn.Linear(in_features, out_pixels)), nn.Sigmoid()]
+            layers.append(nn.Unflatten(1, config.image_shape))
+            self.net = nn.Sequential(*layers)
+        else:
+            base = config.base_channels
+            h, w = config.height // 4, config.width // 4
+            self.net = nn.Sequential(
+                nn.Linear(config.latent_size, base * h * w, bias=False),
+                nn.BatchNorm1d(base * h * w),
+                nn.ReLU(),
+                nn.Unflatten(1, (base, h, w)),  # (B, base, H/4, W/4)
+                nn.ConvTranspose2d(base, base // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(base // 2),
+                nn.ReLU(),  # (B, base/2, H/2, W/2)
+                weight_norm(nn.ConvTranspose2d(base // 2, config.channels, 4, 2, 1)),
+                nn.Sigmoid(),  # (B, C, H, W) in [0, 1]
+            )
+
+    def sample_latent(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """Draw latent vectors from the configured prior; a seeded ``generator`` makes samples reproducible."""
+        device = device if device is not None else next(self.parameters()).device
+        shape = (batch_size, self.config.latent_size)
+        if self.config.latent_distribution == "uniform":
+            return torch.rand(shape, generator=generator, device=device)
+        return torch.randn(shape, generator=generator, device=device)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.net(latent)  # (B, C, H, W)
