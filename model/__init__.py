@@ -13,6 +13,7 @@ from model.directory import (
     normalization_record,
     read_card,
     save_model_dir,
+    write_card,
 )
 from model.kplus1 import class_probabilities, realness_from_logits
 from model.networks import Discriminator, Generator
@@ -33,4 +34,5 @@ __all__ = [
     "read_card",
     "realness_from_logits",
     "save_model_dir",
+    "write_card",
 ]

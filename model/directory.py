@@ -144,7 +144,7 @@ def save_model_dir(path: str | Path, discriminator: Discriminator, generator: Ge
         save_file(_contiguous_state(discriminator), str(staging / DISCRIMINATOR_FILE))
         save_file(_contiguous_state(generator), str(staging / GENERATOR_FILE))
         card.files = {name: sha256_file(staging / name) for name in (DISCRIMINATOR_FILE, GENERATOR_FILE)}
-        (staging / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+        write_card(staging, card)
         # rename(2) cannot replace a non-empty directory: move the old one aside, swap, then delete it.
         retired = None
         if path.exists():
@@ -158,6 +158,12 @@ def save_model_dir(path: str | Path, discriminator: Discriminator, generator: Ge
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return card
+
+
+def write_card(path: str | Path, card: ModelCard) -> None:
+    """Rewrite only the card of an existing model directory (e.g. to add test metrics after training).
+    The weight hashes in ``card.files`` must still describe the files on disk."""
+    atomic_write_bytes(Path(path) / CARD_FILE, (json.dumps(card.to_dict(), indent=2) + "\n").encode())
 
 
 def read_card(path: str | Path) -> ModelCard:

@@ -60,7 +60,11 @@ class Discriminator(nn.Module):
             in_features = config.channels * config.height * config.width
             body = [nn.Flatten(), GaussianNoise(config.input_noise_std)]
             for width in config.hidden_sizes:
-                body += [weight_norm(nn.Linear(in_features, width)), nn.ReLU(), GaussianNoise(config.hidden_noise_std)]
+                body += [
+                    weight_norm(nn.Linear(in_features, width)),
+                    nn.ReLU(),
+                    GaussianNoise(config.hidden_noise_std),
+                ]
                 in_features = width
             self.feature_size = in_features
         else:
@@ -129,7 +133,10 @@ class Generator(nn.Module):
             )
 
     def sample_latent(
-        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """Draw latent vectors from the configured prior; a seeded ``generator`` makes samples reproducible."""
         device = device if device is not None else next(self.parameters()).device

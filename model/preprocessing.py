@@ -26,7 +26,10 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 def _to_8bit(image: Image.Image) -> Image.Image:
     """16-bit and 32-bit gray ("I;16", "I") scale down by their real range instead of clipping at 255."""
     array = np.asarray(image, dtype=np.float64)
-    top = 65535.0 if array.max(initial=0) > 255 else 255.0
+    # An "I;16" image is 16-bit by definition, however dark: guessing its range from its maximum would blow a
+    # nearly black 16-bit image up to full brightness. Only the wider modes ("I", "F") carry no declared range.
+    sixteen_bit = image.mode.startswith("I;16") or array.max(initial=0) > 255
+    top = 65535.0 if sixteen_bit else 255.0
     return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
 
 
@@ -38,7 +41,10 @@ def image_to_array(image: Image.Image, channels: int, height: int, width: int) -
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         image = _to_8bit(image)
-    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    elif image.mode in ("RGBA", "LA", "PA") or (
+        # Palette, gray and RGB PNGs and GIFs can mark one colour transparent (tRNS) instead of an alpha band.
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info
+    ):
         image = _flatten_alpha(image)
     image = image.convert("L" if channels == 1 else "RGB")
     if image.size != (width, height):
@@ -52,7 +58,12 @@ def image_to_array(image: Image.Image, channels: int, height: int, width: int) -
 def estimate_background(images: np.ndarray) -> Background:
     """Whether images (N, C, H, W) uint8 sit on a dark or a light background, from their 1-pixel border."""
     border = np.concatenate(
-        [images[..., 0, :].ravel(), images[..., -1, :].ravel(), images[..., :, 0].ravel(), images[..., :, -1].ravel()]
+        [
+            images[..., 0, :].ravel(),
+            images[..., -1, :].ravel(),
+            images[..., :, 0].ravel(),
+            images[..., :, -1].ravel(),
+        ]
     )
     return "dark" if float(border.mean()) < 127.5 else "light"
 

@@ -1,0 +1,123 @@
+"""``sgan-train`` (and ``python -m training``): train a semi-supervised GAN classifier from a few labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from model import ModelDirectoryError
+from training.data import DataError
+from training.trainer import TrainConfig, Trainer, read_config, train
+
+logger = logging.getLogger("training")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sgan-train",
+        description="Fit a K+1-class discriminator and a generator from a few labelled and many unlabelled "
+        "images. The defaults are the best known recipe for the image size.",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset", help="mnist, fashion-mnist, kmnist, cifar10, or a path to IDX/.npz/CIFAR/image folder"
+    )
+    data.add_argument("--data-dir", help="directory holding the dataset's files (else SGAN_DATA_DIR, ./data)")
+    data.add_argument("--download", action="store_true", help="fetch a named dataset with torchvision")
+    data.add_argument("--labels-per-class", type=int, default=10, help="labelled images per class (default 10)")
+    data.add_argument("--val-size", type=int, default=5000, help="validation images carved from training")
+    data.add_argument("--train-subset", type=int, help="use only this many training images (quick runs)")
+    data.add_argument("--image-size", type=int, help="image folders: resize to this square size (default 32)")
+    data.add_argument("--channels", type=int, choices=(1, 3), help="image folders: 1 (gray) or 3 (RGB)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", required=True, help="run directory: model/, state/, metrics.jsonl, samples/")
+    run.add_argument("--epochs", type=int, help="epochs over the unlabelled set (default: the recipe's)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    run.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:1")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+    recipe = parser.add_argument_group("recipe")
+    recipe.add_argument(
+        "--baseline", action="store_true", help="labelled images only: no generator, no unlabelled data"
+    )
+    recipe.add_argument("--architecture", choices=("mlp", "conv"), help="default: mlp for 28x28 gray, else conv")
+    recipe.add_argument("--batch-size", type=int, default=100)
+    recipe.add_argument("--learning-rate", type=float, help="default: the recipe's (3e-3 mlp, 3e-4 conv)")
+    recipe.add_argument("--unsup-weight", type=float, default=1.0, help="weight of the unsupervised loss")
+    recipe.add_argument("--ema-decay", type=float, default=0.999, help="EMA of D's weights used for evaluation")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
+    if args.resume:
+        config = read_config(args.out)
+        if args.epochs is not None:  # resuming may extend a run, nothing else may change
+            config.epochs = args.epochs
+        config.progress = not args.no_progress
+        return config
+    if not args.dataset:
+        raise DataError("--dataset is required (e.g. --dataset fashion-mnist)")
+    if (Path(args.out) / "state" / "training.pt").exists():
+        raise DataError(f"{args.out} already holds a training run: pass --resume, or choose another --out")
+    return TrainConfig(
+        dataset=args.dataset,
+        out=args.out,
+        labels_per_class=args.labels_per_class,
+        data_dir=args.data_dir,
+        download=args.download,
+        epochs=args.epochs,
+        seed=args.seed,
+        val_size=args.val_size,
+        baseline=args.baseline,
+        architecture=args.architecture,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        unsup_weight=args.unsup_weight,
+        ema_decay=args.ema_decay,
+        device=args.device,
+        train_subset=args.train_subset,
+        image_size=args.image_size,
+        channels=args.channels,
+        progress=not args.no_progress,
+        command=["sgan-train", *argv],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def install_stop_handlers(trainer: Trainer) -> None:
+        # Ctrl-C / SIGTERM: finish the current step, save the state, exit cleanly; a second one kills.
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            if trainer.stop_requested:
+                raise KeyboardInterrupt
+            logger.warning("%s: stopping after this step and saving the state", signal.Signals(signum).name)
+            trainer.stop_requested = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+
+    try:
+        config = config_from_args(args, argv)
+        metrics = train(config, resume=args.resume, on_trainer=install_stop_handlers)
+    except (DataError, ModelDirectoryError, FileNotFoundError) as exc:
+        print(f"sgan-train: error: {exc}", file=sys.stderr)
+        return 2
+    if metrics.get("stopped"):
+        print(f"stopped; resume with: sgan-train --out {config.out} --resume", file=sys.stderr)
+        return 130
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,516 @@
+"""The training loop: alternates the discriminator and generator phases of the semi-supervised GAN.
+
+Run directory layout (``TrainConfig.out``)::
+
+    config.json            the resolved configuration of the run
+    metrics.jsonl          one JSON line per epoch: losses, validation accuracy, realness, timings
+    samples/epoch_NNN.png  a grid of generator samples from a fixed noise batch, per epoch
+    model/                 the best-by-validation model directory (safetensors + model.json)
+    state/training.pt      the resumable training state (weights, optimisers, EMA, RNG, position)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from model import (
+    Discriminator,
+    Generator,
+    ModelCard,
+    default_configs,
+    load_model_dir,
+    normalization_record,
+    read_card,
+    save_model_dir,
+    write_card,
+)
+from model.directory import atomic_write_bytes
+from model.preprocessing import estimate_background, pixels_to_tensor
+from model.sampling import images_to_uint8, png_bytes, tile_grid
+from training.data import DataError, ImageDataset, SemiSupervisedSplit, load_dataset, split_semi_supervised
+from training.evaluate import classification_report, predict_logits
+from training.initialization import initialise_weight_norm_from_data
+from training.losses import feature_matching_loss, supervised_loss, unsupervised_loss
+from training.runtime import seed_everything, select_device
+from training.state import load_training_state, save_training_state
+
+logger = logging.getLogger(__name__)
+
+# Recipe defaults per architecture (DESIGN section 3, from the reference improved-GAN code; epochs sized
+# for a 2-core CPU, see benchmarks/results/).
+RECIPES: dict[str, dict[str, Any]] = {
+    "mlp": {"learning_rate": 3e-3, "epochs": 10},
+    "conv": {"learning_rate": 3e-4, "epochs": 30},
+}
+SAMPLE_GRID_SIZE = 100
+FIXED_NOISE_SEED = 1234  # its own stream so sample grids are comparable across epochs and resumes
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; written to ``config.json`` in the run directory."""
+
+    dataset: str
+    out: str
+    labels_per_class: int = 10
+    data_dir: str | None = None
+    download: bool = False
+    epochs: int | None = None  # None: the recipe's default for the architecture
+    seed: int = 0
+    val_size: int = 5000
+    baseline: bool = False  # labelled images only: no generator, no unlabelled data
+    architecture: str | None = None  # None: the best recipe for the image size
+    batch_size: int = 100
+    learning_rate: float | None = None
+    beta1: float = 0.5
+    unsup_weight: float = 1.0
+    ema_decay: float = 0.999
+    # Linear decay of the learning rate to 0 over this final fraction of training.
+    lr_decay_fraction: float = 0.5
+    device: str = "auto"
+    train_subset: int | None = None  # use only this many training images (quick runs, tests)
+    image_size: int | None = None  # image-folder datasets: resize to this (default 32)
+    channels: int | None = None  # image-folder datasets: 1 or 3 (default 3)
+    progress: bool = True
+    command: list[str] = field(default_factory=list)
+
+    def resolved(self, image_shape: tuple[int, int, int]) -> TrainConfig:
+        """Fill the recipe defaults that depend on the image size."""
+        architecture = self.architecture or ("mlp" if image_shape == (1, 28, 28) else "conv")
+        recipe = RECIPES[architecture]
+        return TrainConfig(
+            **{
+                **asdict(self),
+                "architecture": architecture,
+                "epochs": self.epochs if self.epochs is not None else recipe["epochs"],
+                "learning_rate": self.learning_rate or recipe["learning_rate"],
+            }
+        )
+
+
+def _code_version() -> str:
+    try:
+        return metadata.version("sgan-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def folder_image_shape(config: TrainConfig) -> tuple[int, int, int] | None:
+    if config.image_size is None and config.channels is None:
+        return None
+    size = config.image_size or 32
+    return (config.channels or 3, size, size)
+
+
+class Trainer:
+    """Owns the networks, optimisers and data of one run; ``fit`` runs it to the end (or to a stop)."""
+
+    def __init__(self, config: TrainConfig, train_set: ImageDataset, split: SemiSupervisedSplit) -> None:
+        self.config = config
+        self.run_dir = Path(config.out)
+        self.device = select_device(config.device)
+        self.class_names = train_set.class_names
+        self.source = train_set.source
+        self.background = estimate_background(train_set.images[split.unlabelled[:5000]])
+        self.stop_requested = False
+
+        disc_config, gen_config = default_configs(
+            train_set.num_classes,
+            *train_set.image_shape,
+            architecture=config.architecture,  # type: ignore[arg-type]
+        )
+        self.discriminator = Discriminator(disc_config).to(self.device)
+        self.generator = Generator(gen_config).to(self.device)
+        # The whole dataset stays on the device as uint8; batches are gathered by index (no host work).
+        images = torch.tensor(train_set.images, device=self.device)
+        labels = torch.tensor(train_set.labels, device=self.device)
+        self.labelled_images, self.labelled_targets = images[split.labelled], labels[split.labelled]
+        self.unlabelled_images = images[split.unlabelled]
+        self.validation_images = train_set.images[split.validation]
+        self.validation_labels = train_set.labels[split.validation]
+
+        betas = (config.beta1, 0.999)
+        lr = config.learning_rate
+        self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
+        self.gen_optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
+        self.ema = AveragedModel(
+            self.discriminator, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
+        )
+        self.steps_per_epoch = max(1, len(self.unlabelled_images) // config.batch_size)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.best_validation_accuracy = -1.0
+        self.best_epoch = 0
+        self.elapsed_seconds = 0.0
+        self.fixed_noise = self.generator.sample_latent(
+            SAMPLE_GRID_SIZE, generator=torch.Generator(self.device).manual_seed(FIXED_NOISE_SEED)
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # State
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "state" / "training.pt"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+    def save_state(self) -> None:
+        save_training_state(
+            self.state_path,
+            {
+                "discriminator": self.discriminator.state_dict(),
+                "generator": self.generator.state_dict(),
+                "ema": self.ema.state_dict(),
+                "disc_optimizer": self.disc_optimizer.state_dict(),
+                "gen_optimizer": self.gen_optimizer.state_dict(),
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "best_validation_accuracy": self.best_validation_accuracy,
+                "best_epoch": self.best_epoch,
+                "elapsed_seconds": self.elapsed_seconds,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        )
+
+    def load_state(self) -> None:
+        state = load_training_state(self.state_path, map_location=self.device)
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.generator.load_state_dict(state["generator"])
+        self.ema.load_state_dict(state["ema"])
+        self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        self.gen_optimizer.load_state_dict(state["gen_optimizer"])
+        self.epoch = int(state["epoch"])
+        self.step_in_epoch = int(state["step_in_epoch"])
+        self.best_validation_accuracy = float(state["best_validation_accuracy"])
+        self.best_epoch = int(state["best_epoch"])
+        self.elapsed_seconds = float(state["elapsed_seconds"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        self._truncate_metrics_log()
+        logger.info("resumed at epoch %d, step %d", self.epoch + 1, self.step_in_epoch)
+
+    def _truncate_metrics_log(self) -> None:
+        """Drop log lines for epochs the resumed state has not finished (they will be run again)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= self.epoch]
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+
+    # ----------------------------------------------------------------------------------------------
+    # One step
+    # ----------------------------------------------------------------------------------------------
+    def _learning_rate(self, global_step: int) -> float:
+        total = self.config.epochs * self.steps_per_epoch  # type: ignore[operator]
+        decay_start = total * (1.0 - self.config.lr_decay_fraction)
+        if global_step < decay_start:
+            return self.config.learning_rate  # type: ignore[return-value]
+        return self.config.learning_rate * max(0.0, (total - global_step) / max(1.0, total - decay_start))  # type: ignore[operator]
+
+    def _autocast(self) -> Any:
+        # bf16 on CUDA: twice the matmul throughput and no loss scaling needed; the CPU stays in fp32.
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def _train_step(
+        self, labelled_idx: torch.Tensor, unlabelled_idx: torch.Tensor, matching_idx: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        x_labelled = pixels_to_tensor(self.labelled_images[labelled_idx])  # (B, C, H, W)
+        y_labelled = self.labelled_targets[labelled_idx]  # (B,)
+        batch = len(labelled_idx)
+
+        if self.config.baseline:
+            # --- Labels only: the same network and budget, without the unlabelled images and the generator.
+            with self._autocast():
+                loss_sup = supervised_loss(self.discriminator(x_labelled), y_labelled)
+            self.disc_optimizer.zero_grad(set_to_none=True)
+            loss_sup.backward()
+            self.disc_optimizer.step()
+            return {"loss_sup": loss_sup.detach()}
+
+        x_unlabelled = pixels_to_tensor(self.unlabelled_images[unlabelled_idx])
+        # --- Discriminator: maximise log p(y | x_l) + log D(x_u) + log(1 - D(G(z))).
+        with self._autocast():
+            fake = self.generator(self.generator.sample_latent(batch)).detach()
+            # One forward over the three batches: the discriminator has no batch statistics, so this is
+            # the same as three passes, and faster.
+            logits = self.discriminator(torch.cat([x_labelled, x_unlabelled, fake]))
+            logits_labelled, logits_unlabelled, logits_fake = logits.split(batch)
+            loss_sup = supervised_loss(logits_labelled, y_labelled)
+            loss_unsup = unsupervised_loss(logits_unlabelled, logits_fake)
+            loss_disc = loss_sup + self.config.unsup_weight * loss_unsup
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        loss_disc.backward()
+        self.disc_optimizer.step()
+
+        # --- Generator: feature matching against a second, independently drawn unlabelled batch.
+        x_matching = pixels_to_tensor(self.unlabelled_images[matching_idx])
+        self.discriminator.requires_grad_(False)  # gradients flow through D to G, but D is not updated
+        try:
+            with self._autocast():
+                with torch.no_grad():
+                    features_real = self.discriminator.forward_features(x_matching)
+                features_fake = self.discriminator.forward_features(self.generator(self.generator.sample_latent(batch)))
+                loss_gen = feature_matching_loss(features_real, features_fake)
+            self.gen_optimizer.zero_grad(set_to_none=True)
+            loss_gen.backward()
+            self.gen_optimizer.step()
+        finally:
+            self.discriminator.requires_grad_(True)
+        return {
+            "loss_sup": loss_sup.detach(),
+            "loss_unsup": loss_unsup.detach(),
+            "loss_gen": loss_gen.detach(),
+        }
+
+    # ----------------------------------------------------------------------------------------------
+    # Epochs
+    # ----------------------------------------------------------------------------------------------
+    def _epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch order of an epoch, derived from (seed, epoch) so a resumed run sees the same order."""
+        rng = np.random.default_rng([self.config.seed, epoch])
+        n_unlabelled, n_labelled = len(self.unlabelled_images), len(self.labelled_images)
+        # The labelled set is tiled to the unlabelled size, as in the reference code.
+        repeats = math.ceil(n_unlabelled / n_labelled)
+        labelled = np.concatenate([rng.permutation(n_labelled) for _ in range(repeats)])[:n_unlabelled]
+        unlabelled = rng.permutation(n_unlabelled)
+        matching = rng.permutation(n_unlabelled)
+
+        def to_device(order: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(order).to(self.device)
+
+        return to_device(labelled), to_device(unlabelled), to_device(matching)
+
+    def _initialise(self) -> None:
+        """Data-dependent init of D's weight-normalised layers from one unlabelled batch (reference code)."""
+        count = min(500, len(self.unlabelled_images))
+        batch = pixels_to_tensor(self.unlabelled_images[:count])
+        initialise_weight_norm_from_data(self.discriminator, batch, output_layer=self.discriminator.head)
+        self.ema = AveragedModel(
+            self.discriminator, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema_decay), use_buffers=True
+        )
+
+    def _validate(self) -> dict[str, float]:
+        logits = predict_logits(self.ema.module, self.validation_images)  # type: ignore[arg-type]
+        accuracy = float((logits.argmax(dim=1).numpy() == self.validation_labels).mean())
+        realness = torch.sigmoid(torch.logsumexp(logits, dim=1)).mean().item()
+        return {"val_accuracy": accuracy, "val_realness": realness}
+
+    def _write_samples(self, epoch: int) -> None:
+        if self.config.baseline:
+            return
+        self.generator.eval()
+        with torch.no_grad():
+            images = images_to_uint8(self.generator(self.fixed_noise))
+        self.generator.train()
+        path = self.run_dir / "samples" / f"epoch_{epoch:03d}.png"
+        atomic_write_bytes(path, png_bytes(tile_grid(images, columns=10)))
+
+    def _card(self, validation_accuracy: float) -> ModelCard:
+        disc_config = self.discriminator.config
+        config = self.config
+        return ModelCard(
+            class_names=list(self.class_names),
+            discriminator=disc_config,
+            generator=self.generator.config,
+            normalization=normalization_record(disc_config),
+            background=self.background,
+            training={
+                "dataset": config.dataset,
+                "source": self.source,
+                "mode": "baseline" if config.baseline else "semi-supervised",
+                "labels_per_class": config.labels_per_class,
+                "num_labelled": len(self.labelled_images),
+                "num_unlabelled": 0 if config.baseline else len(self.unlabelled_images),
+                "val_size": config.val_size,
+                "seed": config.seed,
+                "epochs": config.epochs,
+                "best_epoch": self.best_epoch,
+                "learning_rate": config.learning_rate,
+                "batch_size": config.batch_size,
+                "device": str(self.device),
+                "duration_seconds": round(self.elapsed_seconds, 1),
+                "code_version": _code_version(),
+                "torch_version": torch.__version__,
+                "python_version": platform.python_version(),
+                "command": config.command,
+            },
+            metrics={"validation_accuracy": validation_accuracy},
+        )
+
+    def fit(self, resume: bool = False) -> None:
+        if resume:
+            self.load_state()
+        else:
+            self._initialise()
+        total_epochs: int = self.config.epochs  # type: ignore[assignment]
+        while self.epoch < total_epochs and not self.stop_requested:
+            self._run_epoch(total_epochs)
+
+    def _run_epoch(self, total_epochs: int) -> None:
+        epoch_start = time.perf_counter()
+        labelled_order, unlabelled_order, matching_order = self._epoch_order(self.epoch)
+        batch = self.config.batch_size
+        sums: dict[str, torch.Tensor] = {}
+        steps_done = 0
+        self.discriminator.train()
+        self.generator.train()
+        bar = tqdm(
+            range(self.step_in_epoch, self.steps_per_epoch),
+            desc=f"epoch {self.epoch + 1}/{total_epochs}",
+            disable=not self.config.progress,
+            leave=False,
+        )
+        for step in bar:
+            lr = self._learning_rate(self.epoch * self.steps_per_epoch + step)
+            for optimizer in (self.disc_optimizer, self.gen_optimizer):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            window = slice(step * batch, (step + 1) * batch)
+            losses = self._train_step(labelled_order[window], unlabelled_order[window], matching_order[window])
+            self.ema.update_parameters(self.discriminator)
+            for name, value in losses.items():  # summed on the device: no host sync inside the step
+                sums[name] = sums.get(name, 0) + value
+            steps_done += 1
+            self.step_in_epoch = step + 1
+            if self.config.progress and step % 50 == 0:
+                bar.set_postfix({name: f"{(total / steps_done).item():.3f}" for name, total in sums.items()})
+            if self.stop_requested:
+                break
+        bar.close()
+        self.elapsed_seconds += time.perf_counter() - epoch_start
+        if self.stop_requested and self.step_in_epoch < self.steps_per_epoch:
+            self.save_state()  # mid-epoch: resume continues from this step
+            logger.info("stopped at epoch %d step %d; state saved", self.epoch + 1, self.step_in_epoch)
+            return
+
+        self.epoch += 1
+        self.step_in_epoch = 0
+        record: dict[str, Any] = {"epoch": self.epoch}
+        record.update({name: (total / max(1, steps_done)).item() for name, total in sums.items()})
+        record.update(self._validate())
+        record["seconds"] = round(time.perf_counter() - epoch_start, 2)
+        record["learning_rate"] = lr
+        if record["val_accuracy"] > self.best_validation_accuracy:
+            self.best_validation_accuracy = record["val_accuracy"]
+            self.best_epoch = self.epoch
+            save_model_dir(self.model_dir, self.ema.module, self.generator, self._card(record["val_accuracy"]))  # type: ignore[arg-type]
+        record["best_val_accuracy"] = self.best_validation_accuracy
+        self._write_samples(self.epoch)
+        with open(self.run_dir / "metrics.jsonl", "a") as log:
+            log.write(json.dumps(record) + "\n")
+        # The state is saved after the model and the log, so a resume never skips a best model.
+        self.save_state()
+        logger.info(
+            "epoch %d/%d: %s",
+            self.epoch,
+            total_epochs,
+            ", ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)),
+        )
+
+
+def finish(trainer: Trainer, test_set: ImageDataset | None) -> dict[str, Any]:
+    """After the last epoch: read the test split once, with the best-by-validation model, and record the
+    figures in its model card."""
+    loaded = load_model_dir(trainer.model_dir)
+    card = read_card(trainer.model_dir)
+    card.training["duration_seconds"] = round(trainer.elapsed_seconds, 1)
+    if test_set is not None:
+        report = classification_report(loaded.discriminator, test_set)
+        card.metrics.update(
+            {
+                "test_accuracy": report.accuracy,
+                "per_class_test_accuracy": report.per_class_accuracy,
+                "test_mean_realness": report.mean_realness,
+                "num_test_images": len(test_set.labels),
+            }
+        )
+    write_card(trainer.model_dir, card)
+    return card.metrics
+
+
+def prepare(config: TrainConfig) -> tuple[TrainConfig, ImageDataset, SemiSupervisedSplit]:
+    """Read the training split, resolve the recipe for its image size, and draw the SSL split."""
+    train_set = load_dataset(
+        config.dataset,
+        "train",
+        data_dir=config.data_dir,
+        download=config.download,
+        image_shape=folder_image_shape(config),
+    )
+    if config.train_subset is not None:
+        if config.train_subset > len(train_set.labels):
+            raise DataError(f"--train-subset {config.train_subset} exceeds the {len(train_set.labels)} images")
+        keep = np.sort(np.random.default_rng(config.seed).permutation(len(train_set.labels))[: config.train_subset])
+        train_set = ImageDataset(
+            train_set.images[keep], train_set.labels[keep], train_set.class_names, train_set.source
+        )
+    config = config.resolved(train_set.image_shape)
+    split = split_semi_supervised(train_set.labels, config.labels_per_class, config.val_size, config.seed)
+    return config, train_set, split
+
+
+def write_config(config: TrainConfig) -> None:
+    path = Path(config.out) / "config.json"
+    atomic_write_bytes(path, (json.dumps(asdict(config), indent=2) + "\n").encode())
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise DataError(f"{path} not found: nothing to resume in {run_dir}")
+    return TrainConfig(**json.loads(path.read_text()))
+
+
+def train(
+    config: TrainConfig, resume: bool = False, on_trainer: Callable[[Trainer], None] | None = None
+) -> dict[str, Any]:
+    """Run (or resume) a whole training and return the best model's metrics."""
+    config, train_set, split = prepare(config)
+    seed_everything(config.seed)
+    trainer = Trainer(config, train_set, split)
+    if on_trainer is not None:
+        on_trainer(trainer)
+    if not resume:
+        write_config(config)
+    logger.info(
+        "%s: %d labelled, %d unlabelled, %d validation images of %s; %s on %s, %d epochs",
+        config.dataset,
+        len(split.labelled),
+        0 if config.baseline else len(split.unlabelled),
+        len(split.validation),
+        "x".join(map(str, train_set.image_shape)),
+        "baseline" if config.baseline else "semi-supervised GAN",
+        trainer.device,
+        config.epochs,
+    )
+    del train_set  # the trainer holds what it needs; the test split is read only at the end
+    trainer.fit(resume=resume)
+    if trainer.stop_requested:
+        return {"stopped": True, "epoch": trainer.epoch}
+    try:
+        test_set: ImageDataset | None = load_dataset(
+            config.dataset, "test", data_dir=config.data_dir, image_shape=folder_image_shape(config)
+        )
+    except DataError as exc:
+        logger.warning("no test split (%s): the model card reports validation accuracy only", exc)
+        test_set = None
+    return finish(trainer, test_set)
