@@ -17,6 +17,10 @@ from model import (
     save_model_dir,
 )
 
+# The test models are tiny: a second intra-op thread buys nothing and, on a 2-core machine that also runs
+# servers and subprocesses from the tests, OpenMP threads spinning against each other slow runs severalfold.
+torch.set_num_threads(1)
+
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip

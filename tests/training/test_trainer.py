@@ -1,0 +1,251 @@
+"""The trainer as a user drives it: sgan-train / sgan-eval on small data the tests write, a run killed with
+SIGKILL and resumed, Ctrl-C, bad input, and a short end-to-end run on the real Fashion-MNIST."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from model import load_model_dir, read_card
+from training import cli, evaluate
+from training.trainer import Trainer
+
+REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def write_bars_dataset(directory: Path, train_count: int = 1200, test_count: int = 300, seed: int = 0) -> Path:
+    """A learnable 28x28, 4-class set: class k is a bright horizontal bar in band k, plus noise."""
+    rng = np.random.default_rng(seed)
+
+    def make(count: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.arange(count) % 4
+        images = rng.integers(0, 60, size=(count, 28, 28)).astype(np.uint8)
+        for index, label in enumerate(labels):
+            row = 3 + 6 * label + rng.integers(0, 3)
+            images[index, row : row + 3, 4:24] = 230
+        return images, labels.astype(np.int64)
+
+    x_train, y_train = make(train_count)
+    x_test, y_test = make(test_count)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        directory / "bars.npz",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        class_names=np.array(["top", "upper", "lower", "bottom"]),
+    )
+    return directory
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--dataset",
+        str(data),
+        "--labels-per-class",
+        "5",
+        "--val-size",
+        "200",
+        "--batch-size",
+        "50",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "training", *args], capture_output=True, text=True, timeout=300, env=_env()
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def epochs_logged(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
+
+
+def test_training_writes_a_complete_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_bars_dataset(tmp_path / "bars")
+    out = tmp_path / "run"
+    assert cli.main(train_args(data, out, "--epochs", "3")) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["test_accuracy"] > 0.6  # chance is 0.25
+
+    assert epochs_logged(out) == [1, 2, 3]
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "mlp" and config["epochs"] == 3
+
+    loaded = load_model_dir(out / "model")
+    card = loaded.card
+    assert card.class_names == ["top", "upper", "lower", "bottom"]
+    assert card.background == "dark"
+    assert card.training["mode"] == "semi-supervised"
+    assert card.training["labels_per_class"] == 5 and card.training["num_labelled"] == 20
+    assert card.training["command"][0] == "sgan-train"
+    assert 1 <= card.training["best_epoch"] <= 3
+    assert card.metrics["test_accuracy"] == metrics["test_accuracy"]
+    assert set(card.metrics["per_class_test_accuracy"]) == set(card.class_names)
+    assert card.metrics["validation_accuracy"] == max(json.loads(x)["val_accuracy"] for x in
+                                                      (out / "metrics.jsonl").read_text().splitlines())  # fmt: skip
+
+
+def test_baseline_uses_labels_only(tmp_path: Path) -> None:
+    data = write_bars_dataset(tmp_path / "bars")
+    out = tmp_path / "baseline"
+    assert cli.main(train_args(data, out, "--epochs", "1", "--baseline")) == 0
+    card = read_card(out / "model")
+    assert card.training["mode"] == "baseline"
+    assert card.training["num_unlabelled"] == 0
+    assert not (out / "samples").exists()
+    assert "loss_unsup" not in json.loads((out / "metrics.jsonl").read_text())
+
+
+def test_a_run_killed_with_sigkill_resumes_and_finishes(tmp_path: Path) -> None:
+    data = write_bars_dataset(tmp_path / "bars", train_count=2400)
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training", *train_args(data, out, "--epochs", "40")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(epochs_logged(out)) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed; make it longer"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed_at = len(epochs_logged(out))
+    assert 2 <= killed_at < 40
+    # Resume and shorten the run so the test stays fast: the epoch counter continues, nothing repeats.
+    run_cli(*train_args(data, out, "--resume", "--epochs", str(killed_at + 2)))
+    logged = epochs_logged(out)
+    assert logged == list(range(1, killed_at + 3))
+    assert read_card(out / "model").metrics["test_accuracy"] > 0.6
+
+
+def test_ctrl_c_saves_the_state_and_exits_cleanly(tmp_path: Path) -> None:
+    data = write_bars_dataset(tmp_path / "bars", train_count=2400)
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training", *train_args(data, out, "--epochs", "40")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    deadline = time.monotonic() + 120
+    while not epochs_logged(out) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr
+    assert (out / "state" / "training.pt").exists()
+    assert "Traceback" not in stderr
+
+
+def test_bad_input_gives_a_clear_message_and_no_traceback(tmp_path: Path) -> None:
+    data = write_bars_dataset(tmp_path / "bars")
+    too_big = run_cli(*train_args(data, tmp_path / "a", "--val-size", "5000"), check=False)
+    assert too_big.returncode == 2 and "Traceback" not in too_big.stderr
+    assert "5000" in too_big.stderr
+
+    too_many_labels = run_cli(*train_args(data, tmp_path / "b", "--labels-per-class", "100000"), check=False)
+    assert too_many_labels.returncode == 2 and "Traceback" not in too_many_labels.stderr
+
+    missing = run_cli("--dataset", "kmnist", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "c"),
+                      check=False)  # fmt: skip
+    assert missing.returncode == 2 and "--download" in missing.stderr and str(tmp_path / "nothing") in missing.stderr
+
+    nothing_to_resume = run_cli("--out", str(tmp_path / "never-ran"), "--resume", check=False)
+    assert nothing_to_resume.returncode == 2 and "resume" in nothing_to_resume.stderr
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(tmp_path: Path) -> None:
+    data = write_bars_dataset(tmp_path / "bars")
+    out = tmp_path / "run"
+    assert cli.main(train_args(data, out, "--epochs", "1")) == 0
+    before = (out / "model" / "model.json").read_bytes()
+    assert cli.main(train_args(data, out, "--epochs", "1")) == 2
+    assert (out / "model" / "model.json").read_bytes() == before
+
+
+def test_sgan_eval_reports_accuracy_confusion_and_ood_auroc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_bars_dataset(tmp_path / "bars")
+    out = tmp_path / "run"
+    assert cli.main(train_args(data, out, "--epochs", "2")) == 0
+    capsys.readouterr()
+    assert evaluate.main([str(out / "model"), "--dataset", str(data), "--json", "--ood-dataset", "noise"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test_accuracy"] == read_card(out / "model").metrics["test_accuracy"]
+    assert np.array(report["confusion_matrix"]).sum() == 300
+    assert set(report["per_class_accuracy"]) == {"top", "upper", "lower", "bottom"}
+    assert 0.0 <= report["ood_auroc"]["noise"] <= 1.0
+
+
+def test_auroc_matches_its_definition() -> None:
+    assert evaluate.auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert evaluate.auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert evaluate.auroc(np.array([1.0, 1.0]), np.array([1.0])) == 0.5  # ties count half
+    # Pairs (in > out): (2>1), (2>0), (0.5>0) out of 2*2=4 -> 0.75
+    assert evaluate.auroc(np.array([2.0, 0.5]), np.array([1.0, 0.0])) == 0.75
+
+
+def test_batch_order_depends_on_seed_and_epoch_only() -> None:
+    # A resumed run must replay the interrupted epoch's batch order exactly.
+    def fake_trainer(seed: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            config=SimpleNamespace(seed=seed), unlabelled_images=torch.zeros(250), labelled_images=torch.zeros(20),
+            device=torch.device("cpu"),
+        )  # fmt: skip
+
+    first = Trainer._epoch_order(fake_trainer(7), 3)  # type: ignore[arg-type]
+    again = Trainer._epoch_order(fake_trainer(7), 3)  # type: ignore[arg-type]
+    other_epoch = Trainer._epoch_order(fake_trainer(7), 4)  # type: ignore[arg-type]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[1], other_epoch[1])
+    labelled, unlabelled, matching = first
+    assert len(labelled) == len(unlabelled) == 250
+    assert sorted(unlabelled.tolist()) == list(range(250))
+    assert np.bincount(labelled.numpy(), minlength=20).min() >= 12  # the labelled set is tiled evenly
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_short_run_on_real_fashion_mnist_beats_chance_by_far(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--dataset", "fashion-mnist", "--train-subset", "8000", "--val-size", "1000",
+            "--labels-per-class", "10", "--epochs", "6", "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    assert cli.main(args) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["num_test_images"] == 10000
+    assert metrics["test_accuracy"] > 0.55  # chance is 0.10
