@@ -59,14 +59,15 @@ class Discriminator(nn.Module):
         if config.architecture == "mlp":
             in_features = config.channels * config.height * config.width
             body = [nn.Flatten(), GaussianNoise(config.input_noise_std)]
-            for width in config.hidden_sizes:
-                body += [
-                    weight_norm(nn.Linear(in_features, width)),
-                    nn.ReLU(),
-                    GaussianNoise(config.hidden_noise_std),
-                ]
+            for index, width in enumerate(config.hidden_sizes):
+                if index > 0:
+                    body.append(GaussianNoise(config.hidden_noise_std))
+                body += [weight_norm(nn.Linear(in_features, width)), nn.ReLU()]
                 in_features = width
             self.feature_size = in_features
+            # The last hidden layer's noise sits between the features and the head: feature matching compares
+            # the clean activations of that layer, as the reference code does.
+            head_noise_std = config.hidden_noise_std
         else:
             body = [nn.Dropout(config.input_dropout)]
             in_channels = config.channels
@@ -86,7 +87,9 @@ class Discriminator(nn.Module):
                 nn.Flatten(),
             ]
             self.feature_size = in_channels
+            head_noise_std = 0.0
         self.body = nn.Sequential(*body)
+        self.head_noise = GaussianNoise(head_noise_std)
         self.head = weight_norm(nn.Linear(self.feature_size, config.num_classes))
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -94,7 +97,7 @@ class Discriminator(nn.Module):
         return self.body(x)  # (B, F)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)  # (B, K)
+        return self.head(self.head_noise(features))  # (B, K)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(images))

@@ -1,11 +1,14 @@
-"""Seeding and device choice, in one place (STYLE rule 4)."""
+"""Seeding, device choice and the distributed process group, in one place (STYLE rule 4)."""
 
 from __future__ import annotations
 
+import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 
 def seed_everything(seed: int) -> None:
@@ -15,11 +18,52 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else the CPU. An explicit name that is not available is an error."""
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA when present (this process's GPU under torchrun), else the CPU. An explicit name that is
+    not available is an error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but CUDA is not available on this machine")
     return device
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job; rank 0 of 1 when not launched by torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_distributed(device_name: str) -> Distributed:
+    """Join the process group that torchrun set up through RANK/WORLD_SIZE/MASTER_ADDR (NCCL on CUDA,
+    gloo on the CPU); a plain launch is a world of one and starts no group."""
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return Distributed()
+    context = Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(context.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return context
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

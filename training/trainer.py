@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -45,7 +47,7 @@ from training.data import DataError, ImageDataset, SemiSupervisedSplit, load_dat
 from training.evaluate import classification_report, predict_logits
 from training.initialization import initialise_weight_norm_from_data
 from training.losses import feature_matching_loss, supervised_loss, unsupervised_loss
-from training.runtime import seed_everything, select_device
+from training.runtime import Distributed, init_distributed, seed_everything, select_device, shutdown_distributed
 from training.state import load_training_state, save_training_state
 
 logger = logging.getLogger(__name__)
@@ -119,10 +121,17 @@ def folder_image_shape(config: TrainConfig) -> tuple[int, int, int] | None:
 class Trainer:
     """Owns the networks, optimisers and data of one run; ``fit`` runs it to the end (or to a stop)."""
 
-    def __init__(self, config: TrainConfig, train_set: ImageDataset, split: SemiSupervisedSplit) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_set: ImageDataset,
+        split: SemiSupervisedSplit,
+        distributed: Distributed | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = Path(config.out)
-        self.device = select_device(config.device)
+        self.distributed = distributed or Distributed()
+        self.device = select_device(config.device, self.distributed.local_rank)
         self.class_names = train_set.class_names
         self.source = train_set.source
         self.background = estimate_background(train_set.images[split.unlabelled[:5000]])
@@ -150,7 +159,11 @@ class Trainer:
         self.ema = AveragedModel(
             self.discriminator, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
         )
-        self.steps_per_epoch = max(1, len(self.unlabelled_images) // config.batch_size)
+        # Under DDP every rank takes its own share of the unlabelled set, so an epoch has fewer steps per rank.
+        self.steps_per_epoch = max(1, len(self.unlabelled_images) // (config.batch_size * self.distributed.world_size))
+        # What the steps call: the bare networks, or their DDP wrappers (set in fit, after initialisation).
+        self.disc_step: torch.nn.Module = self.discriminator
+        self.gen_step: torch.nn.Module = self.generator
         self.epoch = 0
         self.step_in_epoch = 0
         self.best_validation_accuracy = -1.0
@@ -240,7 +253,7 @@ class Trainer:
         if self.config.baseline:
             # --- Labels only: the same network and budget, without the unlabelled images and the generator.
             with self._autocast():
-                loss_sup = supervised_loss(self.discriminator(x_labelled), y_labelled)
+                loss_sup = supervised_loss(self.disc_step(x_labelled), y_labelled)
             self.disc_optimizer.zero_grad(set_to_none=True)
             loss_sup.backward()
             self.disc_optimizer.step()
@@ -249,10 +262,10 @@ class Trainer:
         x_unlabelled = pixels_to_tensor(self.unlabelled_images[unlabelled_idx])
         # --- Discriminator: maximise log p(y | x_l) + log D(x_u) + log(1 - D(G(z))).
         with self._autocast():
-            fake = self.generator(self.generator.sample_latent(batch)).detach()
+            fake = self.gen_step(self.generator.sample_latent(batch)).detach()
             # One forward over the three batches: the discriminator has no batch statistics, so this is
             # the same as three passes, and faster.
-            logits = self.discriminator(torch.cat([x_labelled, x_unlabelled, fake]))
+            logits = self.disc_step(torch.cat([x_labelled, x_unlabelled, fake]))
             logits_labelled, logits_unlabelled, logits_fake = logits.split(batch)
             loss_sup = supervised_loss(logits_labelled, y_labelled)
             loss_unsup = unsupervised_loss(logits_unlabelled, logits_fake)
@@ -263,12 +276,13 @@ class Trainer:
 
         # --- Generator: feature matching against a second, independently drawn unlabelled batch.
         x_matching = pixels_to_tensor(self.unlabelled_images[matching_idx])
-        self.discriminator.requires_grad_(False)  # gradients flow through D to G, but D is not updated
+        # Gradients flow through D to G, but D is not updated: the bare D is used, so DDP syncs only G's grads.
+        self.discriminator.requires_grad_(False)
         try:
             with self._autocast():
                 with torch.no_grad():
                     features_real = self.discriminator.forward_features(x_matching)
-                features_fake = self.discriminator.forward_features(self.generator(self.generator.sample_latent(batch)))
+                features_fake = self.discriminator.forward_features(self.gen_step(self.generator.sample_latent(batch)))
                 loss_gen = feature_matching_loss(features_real, features_fake)
             self.gen_optimizer.zero_grad(set_to_none=True)
             loss_gen.backward()
@@ -285,14 +299,20 @@ class Trainer:
     # Epochs
     # ----------------------------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Batch order of an epoch, derived from (seed, epoch) so a resumed run sees the same order."""
+        """Batch order of an epoch, derived from (seed, epoch) so a resumed run sees the same order.
+
+        Under DDP all ranks draw the same permutations of the unlabelled set and each keeps its own strided
+        share, so ranks see disjoint unlabelled batches; every rank has the whole labelled set, in its own order.
+        """
+        rank, world = self.distributed.rank, self.distributed.world_size
         rng = np.random.default_rng([self.config.seed, epoch])
         n_unlabelled, n_labelled = len(self.unlabelled_images), len(self.labelled_images)
+        unlabelled = rng.permutation(n_unlabelled)[rank::world]
+        matching = rng.permutation(n_unlabelled)[rank::world]
         # The labelled set is tiled to the unlabelled size, as in the reference code.
-        repeats = math.ceil(n_unlabelled / n_labelled)
-        labelled = np.concatenate([rng.permutation(n_labelled) for _ in range(repeats)])[:n_unlabelled]
-        unlabelled = rng.permutation(n_unlabelled)
-        matching = rng.permutation(n_unlabelled)
+        rank_rng = np.random.default_rng([self.config.seed, epoch, rank]) if world > 1 else rng
+        repeats = math.ceil(len(unlabelled) / n_labelled)
+        labelled = np.concatenate([rank_rng.permutation(n_labelled) for _ in range(repeats)])[: len(unlabelled)]
 
         def to_device(order: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(order).to(self.device)
@@ -361,9 +381,29 @@ class Trainer:
             self.load_state()
         else:
             self._initialise()
+        if self.distributed.enabled:
+            # Each rank draws its own fakes and noise: a torch stream per rank and resume point.
+            torch.manual_seed(hash((self.config.seed, self.distributed.rank, self.epoch, self.step_in_epoch)) % 2**62)
+            # Wrapped after initialisation/resume: DDP broadcasts rank 0's weights to every rank here.
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.disc_step = DistributedDataParallel(self.discriminator, device_ids=device_ids)
+            self.gen_step = DistributedDataParallel(self.generator, device_ids=device_ids)
         total_epochs: int = self.config.epochs  # type: ignore[assignment]
         while self.epoch < total_epochs and not self.stop_requested:
             self._run_epoch(total_epochs)
+
+    def _agree_to_stop(self, step: int) -> bool:
+        """Whether to stop now. Under DDP every rank must stop at the same step (a rank that leaves early
+        would hang the others in an all-reduce), so the ranks vote every few steps; a world of one answers
+        at once without any sync."""
+        if not self.distributed.enabled:
+            return self.stop_requested
+        if step % 10:
+            return False
+        flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.stop_requested = bool(flag.item())
+        return self.stop_requested
 
     def _run_epoch(self, total_epochs: int) -> None:
         epoch_start = time.perf_counter()
@@ -371,12 +411,13 @@ class Trainer:
         batch = self.config.batch_size
         sums: dict[str, torch.Tensor] = {}
         steps_done = 0
+        lr = self._learning_rate(self.epoch * self.steps_per_epoch + self.step_in_epoch)
         self.discriminator.train()
         self.generator.train()
         bar = tqdm(
             range(self.step_in_epoch, self.steps_per_epoch),
             desc=f"epoch {self.epoch + 1}/{total_epochs}",
-            disable=not self.config.progress,
+            disable=not (self.config.progress and self.distributed.is_main),
             leave=False,
         )
         for step in bar:
@@ -393,32 +434,43 @@ class Trainer:
             self.step_in_epoch = step + 1
             if self.config.progress and step % 50 == 0:
                 bar.set_postfix({name: f"{(total / steps_done).item():.3f}" for name, total in sums.items()})
-            if self.stop_requested:
+            if self._agree_to_stop(step + 1):
                 break
         bar.close()
         self.elapsed_seconds += time.perf_counter() - epoch_start
         if self.stop_requested and self.step_in_epoch < self.steps_per_epoch:
-            self.save_state()  # mid-epoch: resume continues from this step
+            if self.distributed.is_main:
+                self.save_state()  # mid-epoch: resume continues from this step
             logger.info("stopped at epoch %d step %d; state saved", self.epoch + 1, self.step_in_epoch)
             return
 
         self.epoch += 1
         self.step_in_epoch = 0
+        averages = {name: total / max(1, steps_done) for name, total in sums.items()}
+        if self.distributed.enabled:  # one sync per epoch: the losses averaged over ranks
+            stacked = torch.stack(list(averages.values()))
+            dist.all_reduce(stacked)
+            averages = dict(zip(averages, stacked / self.distributed.world_size, strict=True))
         record: dict[str, Any] = {"epoch": self.epoch}
-        record.update({name: (total / max(1, steps_done)).item() for name, total in sums.items()})
+        record.update({name: value.item() for name, value in averages.items()})
+        # Every rank validates (the EMA weights are identical on all ranks) so all take the same decisions;
+        # only rank 0 writes files.
         record.update(self._validate())
         record["seconds"] = round(time.perf_counter() - epoch_start, 2)
         record["learning_rate"] = lr
-        if record["val_accuracy"] > self.best_validation_accuracy:
+        improved = record["val_accuracy"] > self.best_validation_accuracy
+        if improved:
             self.best_validation_accuracy = record["val_accuracy"]
             self.best_epoch = self.epoch
-            save_model_dir(self.model_dir, self.ema.module, self.generator, self._card(record["val_accuracy"]))  # type: ignore[arg-type]
         record["best_val_accuracy"] = self.best_validation_accuracy
-        self._write_samples(self.epoch)
-        with open(self.run_dir / "metrics.jsonl", "a") as log:
-            log.write(json.dumps(record) + "\n")
-        # The state is saved after the model and the log, so a resume never skips a best model.
-        self.save_state()
+        if self.distributed.is_main:
+            if improved:
+                save_model_dir(self.model_dir, self.ema.module, self.generator, self._card(record["val_accuracy"]))  # type: ignore[arg-type]
+            self._write_samples(self.epoch)
+            with open(self.run_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+            # The state is saved after the model and the log, so a resume never skips a best model.
+            self.save_state()
         logger.info(
             "epoch %d/%d: %s",
             self.epoch,
@@ -484,12 +536,22 @@ def train(
     config: TrainConfig, resume: bool = False, on_trainer: Callable[[Trainer], None] | None = None
 ) -> dict[str, Any]:
     """Run (or resume) a whole training and return the best model's metrics."""
+    distributed = init_distributed(config.device)
+    try:
+        return _train(config, resume, on_trainer, distributed)
+    finally:
+        shutdown_distributed()
+
+
+def _train(
+    config: TrainConfig, resume: bool, on_trainer: Callable[[Trainer], None] | None, distributed: Distributed
+) -> dict[str, Any]:
     config, train_set, split = prepare(config)
-    seed_everything(config.seed)
-    trainer = Trainer(config, train_set, split)
+    seed_everything(config.seed)  # the same on every rank: identical initial weights
+    trainer = Trainer(config, train_set, split, distributed)
     if on_trainer is not None:
         on_trainer(trainer)
-    if not resume:
+    if not resume and distributed.is_main:
         write_config(config)
     logger.info(
         "%s: %d labelled, %d unlabelled, %d validation images of %s; %s on %s, %d epochs",
@@ -506,6 +568,15 @@ def train(
     trainer.fit(resume=resume)
     if trainer.stop_requested:
         return {"stopped": True, "epoch": trainer.epoch}
+    if distributed.enabled:
+        logger.info(
+            "rank %d of %d: discriminator checksum %.12e",
+            distributed.rank,
+            distributed.world_size,
+            sum(p.double().sum().item() for p in trainer.discriminator.state_dict().values()),
+        )
+        if not distributed.is_main:
+            return {"rank": distributed.rank}
     try:
         test_set: ImageDataset | None = load_dataset(
             config.dataset, "test", data_dir=config.data_dir, image_shape=folder_image_shape(config)

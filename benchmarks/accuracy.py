@@ -1,0 +1,177 @@
+"""Accuracy benchmark: the semi-supervised GAN against the labels-only baseline, same network, same labelled
+images, same budget (DESIGN section 4).
+
+Each row is one `sgan-train` run (a subprocess, timed whole) followed by `sgan-eval` for the realness AUROC
+against out-of-distribution images. Rows are merged into ``benchmarks/results/accuracy.json`` by key
+(dataset, labels per class, seed, mode), so any row can be re-run alone with the command it records, and
+``accuracy.md`` is rewritten from all rows with the mean and spread over seeds.
+
+    python benchmarks/accuracy.py --dataset fashion-mnist --labels-per-class 10 --seeds 0 1 2
+
+Model selection uses the validation split only; the test split is read once per run, by sgan-train at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def write_digits_ood_set(directory: Path) -> Path:
+    """scikit-learn's bundled 8x8 digits, scaled to 28x28 (0..16 -> 0..255, bilinear), as an .npz dataset."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.stack(
+        [
+            np.asarray(Image.fromarray((image * 255 / 16).astype(np.uint8)).resize((28, 28), Image.BILINEAR))
+            for image in digits.images
+        ]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(directory / "digits28.npz", x_test=images, y_test=digits.target.astype(np.int64))
+    return directory
+
+
+def run_row(
+    args: argparse.Namespace, labels_per_class: int, seed: int, baseline: bool, ood_dir: Path
+) -> dict[str, Any]:
+    mode = "baseline" if baseline else "ssl"
+    run_dir = Path(args.runs_dir) / f"{args.dataset}-{labels_per_class}-seed{seed}-{mode}"
+    command = ["sgan-train", "--dataset", args.dataset, "--labels-per-class", str(labels_per_class),
+               "--seed", str(seed), "--out", str(run_dir), "--no-progress"]  # fmt: skip
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    if args.epochs is not None:
+        command += ["--epochs", str(args.epochs)]
+    if baseline:
+        command.append("--baseline")
+    if run_dir.exists():
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall_seconds = time.perf_counter() - started
+    card = json.loads((run_dir / "model" / "model.json").read_text())
+
+    eval_command = ["sgan-eval", str(run_dir / "model"), "--dataset", args.dataset, "--json",
+                    "--ood-dataset", "noise", "--ood-dataset", str(ood_dir)]  # fmt: skip
+    if args.data_dir:
+        eval_command += ["--data-dir", args.data_dir]
+    report = json.loads(subprocess.run(eval_command, check=True, capture_output=True, text=True).stdout)
+    return {
+        "dataset": args.dataset,
+        "labels_per_class": labels_per_class,
+        "seed": seed,
+        "mode": mode,
+        "test_accuracy": card["metrics"]["test_accuracy"],
+        "validation_accuracy": card["metrics"]["validation_accuracy"],
+        "best_epoch": card["training"]["best_epoch"],
+        "epochs": card["training"]["epochs"],
+        "ood_auroc_noise": report["ood_auroc"]["noise"],
+        "ood_auroc_digits": report["ood_auroc"][str(ood_dir)],
+        "wall_seconds": round(wall_seconds, 1),
+        "device": card["training"]["device"],
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {platform.system()}",
+        "command": " ".join(command),
+    }
+
+
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["dataset"], row["labels_per_class"], row["seed"], row["mode"])
+
+
+def summarise(rows: list[dict[str, Any]]) -> str:
+    def spread(values: list[float]) -> str:
+        mean = statistics.mean(values)
+        if len(values) == 1:
+            return f"{100 * mean:.2f}"
+        return f"{100 * mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+    lines = [
+        "# Accuracy: semi-supervised GAN vs the labels-only baseline",
+        "",
+        "Written by `benchmarks/accuracy.py`. Test accuracy in %, mean ± standard deviation over seeds; the",
+        "best epoch is chosen on the validation split (5,000 training images never labelled), the test split",
+        "is read once per run. AUROC: realness score, test set vs out-of-distribution images (higher = better).",
+        "",
+        "| dataset | labels/class | mode | seeds | test accuracy % | gain (points) | AUROC noise | AUROC digits | "
+        "wall s/run | device |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["labels_per_class"], row["mode"]), []).append(row)
+    for (dataset, labels, mode), group in sorted(groups.items()):
+        accuracies = [r["test_accuracy"] for r in group]
+        baseline = groups.get((dataset, labels, "baseline"))
+        gain = ""
+        if mode == "ssl" and baseline:
+            gain = f"{100 * (statistics.mean(accuracies) - statistics.mean(r['test_accuracy'] for r in baseline)):+.2f}"
+        lines.append(
+            f"| {dataset} | {labels} | {mode} | {len(group)} | {spread(accuracies)} | {gain} | "
+            f"{statistics.mean(r['ood_auroc_noise'] for r in group):.3f} | "
+            f"{statistics.mean(r['ood_auroc_digits'] for r in group):.3f} | "
+            f"{statistics.mean(r['wall_seconds'] for r in group):.0f} | {group[0]['device']} |"
+        )
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| dataset | labels/class | seed | mode | test % | val % | best/epochs | wall s | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=row_key):
+        lines.append(
+            f"| {row['dataset']} | {row['labels_per_class']} | {row['seed']} | {row['mode']} | "
+            f"{100 * row['test_accuracy']:.2f} | {100 * row['validation_accuracy']:.2f} | "
+            f"{row['best_epoch']}/{row['epochs']} | {row['wall_seconds']:.0f} | `{row['command']}` |"
+        )
+    lines += ["", f"torch {rows[0]['torch']}, {rows[0]['cpu_threads']} CPU threads, {rows[0]['machine']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--labels-per-class", type=int, nargs="+", default=[10])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, help="default: the recipe's")
+    parser.add_argument("--modes", nargs="+", choices=("ssl", "baseline"), default=["ssl", "baseline"])
+    parser.add_argument("--runs-dir", default="runs/benchmarks")
+    parser.add_argument("--results", default=str(RESULTS_DIR / "accuracy"), help="path stem for .json and .md")
+    args = parser.parse_args(argv)
+
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = results.with_suffix(".json"), results.with_suffix(".md")
+    rows = json.loads(json_path.read_text()) if json_path.exists() else []
+    ood_dir = write_digits_ood_set(Path(args.runs_dir) / "ood-digits28")
+    for labels_per_class in args.labels_per_class:
+        for seed in args.seeds:
+            for mode in args.modes:
+                row = run_row(args, labels_per_class, seed, mode == "baseline", ood_dir)
+                rows = [r for r in rows if row_key(r) != row_key(row)] + [row]
+                json_path.write_text(json.dumps(rows, indent=2) + "\n")
+                md_path.write_text(summarise(rows))
+                print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
