@@ -18,6 +18,7 @@ import torch
 
 from model import load_model_dir, read_card
 from training import cli, evaluate
+from training.runtime import Distributed
 from training.trainer import Trainer
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -224,7 +225,7 @@ def test_batch_order_depends_on_seed_and_epoch_only() -> None:
     def fake_trainer(seed: int) -> SimpleNamespace:
         return SimpleNamespace(
             config=SimpleNamespace(seed=seed), unlabelled_images=torch.zeros(250), labelled_images=torch.zeros(20),
-            device=torch.device("cpu"),
+            device=torch.device("cpu"), distributed=Distributed(),
         )  # fmt: skip
 
     first = Trainer._epoch_order(fake_trainer(7), 3)  # type: ignore[arg-type]
