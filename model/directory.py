@@ -116,8 +116,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _contiguous_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().to("cpu").contiguous() for name, tensor in module.state_dict().items()}
+def _contiguous_state(module: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors (what safetensors needs); floating tensors cast to ``dtype`` when given."""
+    state = {}
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        state[name] = tensor.contiguous()
+    return state
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -135,14 +142,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_model_dir(path: str | Path, discriminator: Discriminator, generator: Generator, card: ModelCard) -> ModelCard:
-    """Write the model directory atomically and return the card with the weight hashes filled in."""
+def save_model_dir(
+    path: str | Path,
+    discriminator: Discriminator,
+    generator: Generator,
+    card: ModelCard,
+    weights_dtype: torch.dtype | None = None,
+) -> ModelCard:
+    """Write the model directory atomically and return the card with the weight hashes filled in.
+
+    ``weights_dtype=torch.float16`` halves the files (the bundled model ships so); loading casts the weights
+    back into the float32 networks."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
     try:
-        save_file(_contiguous_state(discriminator), str(staging / DISCRIMINATOR_FILE))
-        save_file(_contiguous_state(generator), str(staging / GENERATOR_FILE))
+        save_file(_contiguous_state(discriminator, weights_dtype), str(staging / DISCRIMINATOR_FILE))
+        save_file(_contiguous_state(generator, weights_dtype), str(staging / GENERATOR_FILE))
         card.files = {name: sha256_file(staging / name) for name in (DISCRIMINATOR_FILE, GENERATOR_FILE)}
         write_card(staging, card)
         # rename(2) cannot replace a non-empty directory: move the old one aside, swap, then delete it.

@@ -46,6 +46,9 @@ class Discriminator(nn.Module):
     ``forward_features`` gives the last hidden layer, the one the generator's feature matching uses.
     """
 
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+
     def __init__(self, config: DiscriminatorConfig) -> None:
         super().__init__()
         self.config = config

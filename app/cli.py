@@ -1,0 +1,51 @@
+"""``sgan-serve``: run the HTTP server with uvicorn. Flags override the SGAN_* environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import uvicorn
+
+from app.main import create_app
+from app.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sgan-serve",
+        description="Serve a model directory over HTTP (POST /classify, GET /sample, web page at /). "
+        "Every setting can also come from an SGAN_* environment variable; flags win.",
+    )
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", help="interface to listen on (SGAN_HOST, default 127.0.0.1)")
+    server.add_argument("--port", type=int, help="port (SGAN_PORT, default 8000)")
+    server.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    model = parser.add_argument_group("model")
+    model.add_argument("--model-dir", help="model directory (SGAN_MODEL_DIR, default: the bundled model)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("host", args.host),
+            ("port", args.port),
+            ("model_dir", args.model_dir),
+            ("log_level", args.log_level),
+        )
+        if value is not None
+    }
+    settings = Settings(**overrides)  # init arguments take precedence over the environment
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+    )
+    return 0

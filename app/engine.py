@@ -1,0 +1,250 @@
+"""The inference engine: holds the loaded model and runs every torch call off the event loop.
+
+Concurrent classify requests are merged into micro-batches: a request's image waits in a queue; one worker
+task takes up to ``max_batch_size`` images, waiting at most ``max_batch_wait`` after the oldest arrived, and
+runs them through the discriminator in one forward pass on a dedicated single-thread executor. One thread
+means torch calls never overlap (its intra-op pool is sized by ``torch_threads``, set in that thread) and
+the event loop only ever awaits a future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from app.metrics import Metrics
+from model import LoadedModel, ModelCard, class_probabilities, realness_from_logits
+from model.preprocessing import pixels_to_tensor
+
+logger = logging.getLogger(__name__)
+
+# Latents drawn per round while /sample?label= looks for a class: large enough to amortise a forward pass,
+# fixed so that a seed always draws the same sequence.
+SAMPLE_DRAW_CHUNK = 64
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot take work now (queue full or shutting down): the client should retry (503)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: np.ndarray  # (K,) float32, p(y=k | x, real)
+    realness: float  # D(x) = p(real | x)
+
+
+@dataclass(frozen=True)
+class GeneratedSample:
+    pixels: np.ndarray  # (C, H, W) uint8, exactly the PNG the client gets
+    prediction: Prediction
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    seed: int
+    samples: list[GeneratedSample]
+    drawn: int  # latents drawn to find them (more than len(samples) with a label filter)
+
+
+@dataclass
+class _Job:
+    pixels: np.ndarray  # (C, H, W) uint8
+    future: asyncio.Future[Prediction]
+    enqueued_at: float
+
+
+class InferenceEngine:
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        max_batch_size: int = 32,
+        max_batch_wait_s: float = 0.005,
+        max_queue: int = 1024,
+        torch_threads: int | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_batch_wait_s = max_batch_wait_s
+        self.max_queue = max_queue
+        self.torch_threads = torch_threads
+        self.metrics = metrics
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgan-torch")
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self._previous_torch_threads: int | None = None
+
+    @property
+    def card(self) -> ModelCard:
+        return self.model.card
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self.torch_threads is not None:
+            # With OpenMP the thread count is a per-thread setting: set it in the one thread that runs torch.
+            loop = asyncio.get_running_loop()
+            self._previous_torch_threads = await loop.run_in_executor(
+                self._executor, _swap_torch_threads, self.torch_threads
+            )
+        self._worker = asyncio.create_task(self._run(), name="sgan-inference-worker")
+
+    async def close(self) -> None:
+        """Refuse new work, finish what is queued, then stop the worker and its thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is not None:
+            try:
+                await self._worker
+            finally:
+                self._worker = None
+        if self._previous_torch_threads is not None:
+            # torch also keeps the count process-wide for threads it has not started yet: leave it as found.
+            self._executor.submit(torch.set_num_threads, self._previous_torch_threads)
+        self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ public API
+
+    async def classify(self, pixels: np.ndarray) -> Prediction:
+        """Classify one uint8 (C, H, W) image; merged with concurrent calls into one forward pass."""
+        return (await self.classify_many([pixels]))[0]
+
+    async def classify_many(self, images: list[np.ndarray]) -> list[Prediction]:
+        if self._closing:
+            raise EngineUnavailable("the server is shutting down")
+        if len(self._pending) + len(images) > self.max_queue:
+            raise EngineUnavailable(f"the inference queue is full ({self.max_queue} images): retry shortly")
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(pixels, loop.create_future(), loop.time()) for pixels in images]
+        self._pending.extend(jobs)
+        self._record_queue_depth()
+        self._wakeup.set()
+        return list(await asyncio.gather(*(job.future for job in jobs)))
+
+    async def sample(self, count: int, seed: int, label_index: int | None = None, max_draws: int = 1024) -> SampleSet:
+        """``count`` generated images from a seeded latent draw, each with the discriminator's verdict.
+
+        With ``label_index``, keeps only samples the discriminator assigns to that class, drawing at most
+        ``max_draws`` latents: the set may come back smaller than ``count``.
+        """
+        if self._closing:
+            raise EngineUnavailable("the server is shutting down")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._sample_sync, count, seed, label_index, max_draws)
+
+    # ------------------------------------------------------------------ worker
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                if self._closing and not self._pending:
+                    return  # drained
+                continue
+            pixels = np.stack([job.pixels for job in batch])  # (B, C, H, W) uint8
+            try:
+                probabilities, realness = await loop.run_in_executor(self._executor, self._forward_timed, pixels)
+            except Exception as exc:  # a torch failure must fail these requests, not kill the worker
+                logger.exception("inference failed for a batch of %d", len(batch))
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            for row, job in enumerate(batch):
+                if not job.future.done():  # the client may have gone away meanwhile
+                    job.future.set_result(Prediction(probabilities[row], float(realness[row])))
+
+    async def _next_batch(self) -> list[_Job]:
+        """Wait for work, then for the batch to fill or the oldest job's wait to run out. Empty when closing
+        with nothing queued, or when every queued client went away (the caller then asks again)."""
+        loop = asyncio.get_running_loop()
+        while not self._pending:
+            if self._closing:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        # The wait counts from the oldest job's arrival: time it already spent queued behind the previous
+        # batch is not added again.
+        deadline = self._pending[0].enqueued_at + self.max_batch_wait_s
+        while len(self._pending) < self.max_batch_size and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                # Waiting on an Event (not on the queue itself) means a timeout can never lose a job.
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        batch: list[_Job] = []
+        while self._pending and len(batch) < self.max_batch_size:
+            job = self._pending.popleft()
+            if not job.future.done():  # cancelled by a disconnected client: do not compute it
+                batch.append(job)
+        self._record_queue_depth()
+        return batch
+
+    def _record_queue_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(len(self._pending))
+
+    # ------------------------------------------------------------------ torch (executor thread only)
+
+    def _forward_timed(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        start = time.perf_counter()
+        result = self._forward(pixels)
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(pixels))
+            self.metrics.inference_seconds.observe(time.perf_counter() - start)
+        return result
+
+    def _forward(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (B, C, H, W) -> probabilities (B, K), realness (B,)."""
+        with torch.inference_mode():
+            logits = self.model.discriminator(pixels_to_tensor(pixels))  # (B, K)
+            probabilities = class_probabilities(logits).numpy()
+            realness = realness_from_logits(logits).numpy()
+        return probabilities, realness
+
+    def _generate(self, count: int, rng: torch.Generator) -> np.ndarray:
+        """``count`` seeded generator samples as uint8 (B, C, H, W), quantised like a saved PNG."""
+        generator = self.model.generator
+        with torch.inference_mode():
+            latent = generator.sample_latent(count, generator=rng, device="cpu")  # (B, Z)
+            images = generator(latent)  # (B, C, H, W) in [0, 1]
+            return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+    def _sample_sync(self, count: int, seed: int, label_index: int | None, max_draws: int) -> SampleSet:
+        rng = torch.Generator().manual_seed(seed)
+        found: list[GeneratedSample] = []
+        drawn = 0
+        draw_limit = count if label_index is None else max_draws
+        while len(found) < count and drawn < draw_limit:
+            size = count if label_index is None else min(SAMPLE_DRAW_CHUNK, draw_limit - drawn)
+            pixels = self._generate(size, rng)
+            drawn += size
+            # Judge the quantised pixels, so the verdict is the one the client gets by posting the PNG back.
+            probabilities, realness = self._forward(pixels)
+            for row in range(size):
+                if label_index is None or int(probabilities[row].argmax()) == label_index:
+                    found.append(GeneratedSample(pixels[row], Prediction(probabilities[row], float(realness[row]))))
+                    if len(found) == count:
+                        break
+        return SampleSet(seed, found, drawn)
+
+
+def _swap_torch_threads(count: int) -> int:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    return previous

@@ -1,0 +1,135 @@
+"""The FastAPI app factory and its lifespan (load the model once, free it after serving)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
+
+from app.engine import EngineUnavailable, InferenceEngine
+from app.imaging import ImageError
+from app.limits import BodySizeLimitMiddleware
+from app.metrics import Metrics, MetricsMiddleware
+from app.routes import classify, ops, sample, web
+from app.settings import Settings, get_settings
+from model import load_model_dir
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    engine = await _load_engine(app, settings, metrics)
+    try:
+        yield
+    finally:
+        # Uvicorn runs this after in-flight requests finished (SIGTERM: graceful shutdown), so close() only
+        # has to drain what is still queued.
+        if engine is not None:
+            app.state.engine = None
+            app.state.load_error = "the server is shutting down"
+            metrics.model_ready.set(0)
+            await engine.close()
+
+
+async def _load_engine(app: FastAPI, settings: Settings, metrics: Metrics) -> InferenceEngine | None:
+    """Load the model and start its engine; on any failure, record why and serve without one (/ready 503)."""
+    model_dir = settings.resolved_model_dir
+    engine: InferenceEngine | None = None
+    try:
+        loaded = await asyncio.to_thread(load_model_dir, model_dir)
+        engine = InferenceEngine(
+            loaded,
+            max_batch_size=settings.max_batch_size,
+            max_batch_wait_s=settings.max_batch_wait_ms / 1000.0,
+            max_queue=settings.max_queue,
+            # Sized on purpose (see Settings.torch_threads) rather than torch's default of every core.
+            torch_threads=settings.torch_threads,
+            metrics=metrics,
+        )
+        await engine.start()
+        # One forward pass before taking traffic: the first user does not pay for torch's lazy set-up, and a
+        # card that does not match its weights is caught here rather than on every request.
+        await engine.classify(np.zeros(loaded.card.image_shape, dtype=np.uint8))
+    except Exception as exc:  # a missing or corrupt directory must leave a live process that says why
+        if engine is not None:
+            await engine.close()
+        app.state.load_error = f"cannot load the model from {model_dir}: {exc}"
+        logger.error("%s", app.state.load_error)
+        return None
+    app.state.engine = engine
+    app.state.load_error = None
+    metrics.model_ready.set(1)
+    card = engine.card
+    logger.info(
+        "model %s loaded from %s: %d classes, image shape %s",
+        card.model_id,
+        model_dir,
+        len(card.class_names),
+        card.image_shape,
+    )
+    return engine
+
+
+async def _image_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageError)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+async def _engine_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    # The client hung up mid-upload: nobody will read this answer, but it is not a server error either.
+    logger.info("client disconnected during %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "the client disconnected before the request body was complete"}, status_code=400)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Reached only by a bug: client input is mapped to 4xx before it gets here. Keep the JSON contract.
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings if settings is not None else get_settings()
+    app = FastAPI(
+        title="SGAN image classifier",
+        summary="A semi-supervised GAN's K+1 discriminator as a classifier, and its generator's samples.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics = Metrics()
+    app.state.engine = None
+    app.state.load_error = "the model is still loading"
+
+    routers = (classify.router, sample.router, ops.router, web.router)
+    for router in routers:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+
+    app.add_exception_handler(ImageError, _image_error)
+    app.add_exception_handler(EngineUnavailable, _engine_unavailable)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
+    app.add_exception_handler(Exception, _unexpected)
+
+    def body_limit(path: str) -> int:
+        return settings.max_batch_body_bytes if path == "/classify/batch" else settings.max_body_bytes
+
+    # Added last = outermost: metrics see every answer, the body limit's 413s included.
+    app.add_middleware(BodySizeLimitMiddleware, limit_for_path=body_limit)
+    known_paths = frozenset(route.path for router in routers for route in router.routes if isinstance(route, APIRoute))
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)
+    return app

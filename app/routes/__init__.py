@@ -1,0 +1,1 @@
+"""Routers, one per area: inference (classify), samples, operations (health, ready, info, metrics), web page."""

@@ -1,0 +1,92 @@
+"""Server settings, read from ``SGAN_*`` environment variables (pydantic-settings).
+
+``get_settings()`` is cached so the process reads its environment once; tests build ``Settings(...)``
+directly and hand it to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model import BUNDLED_MODEL_DIR
+
+MIB = 1024 * 1024
+
+
+def _default_torch_threads() -> int:
+    # Half the cores for torch's intra-op pool: the other half decode images and run the event loop, which
+    # would otherwise be starved by a matmul spinning on every core.
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class Settings(BaseSettings):
+    """Every knob of the server; each field ``x`` is read from the environment variable ``SGAN_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="SGAN_", protected_namespaces=(), extra="ignore")
+
+    # --- model
+    model_dir: Path | None = Field(
+        default=None, description="model directory written by sgan-train; empty: the bundled default model"
+    )
+
+    # --- network
+    host: str = Field(default="127.0.0.1", description="interface to listen on (0.0.0.0 in a container)")
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(
+        default=None, description="if set, /classify, /classify/batch and /sample require it in X-API-Key"
+    )
+    graceful_shutdown_s: float = Field(default=30.0, gt=0, description="how long SIGTERM waits for requests")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # --- input limits
+    max_body_bytes: int = Field(default=10 * MIB, ge=1, description="largest body for /classify")
+    max_batch_body_bytes: int = Field(default=50 * MIB, ge=1, description="largest body for /classify/batch")
+    max_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        le=Image.MAX_IMAGE_PIXELS,
+        description="largest width*height accepted, checked from the image header before decoding",
+    )
+    max_batch_files: int = Field(default=16, ge=1, description="most images in one /classify/batch request")
+
+    # --- inference engine
+    max_batch_size: int = Field(default=32, ge=1, description="most images the worker runs in one forward pass")
+    max_batch_wait_ms: float = Field(
+        default=5.0, ge=0, description="how long the first image of a batch waits for others to join it"
+    )
+    max_queue: int = Field(default=1024, ge=1, description="images waiting for the worker before 503 'busy'")
+    torch_threads: int = Field(default_factory=_default_torch_threads, ge=1)
+
+    # --- samples
+    max_samples: int = Field(default=64, ge=1, description="largest n for /sample")
+    max_sample_draws: int = Field(
+        default=1024, ge=1, description="most latents /sample?label= draws while looking for that class"
+    )
+
+    @field_validator("model_dir", "api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `SGAN_MODEL_DIR=` in a compose file means "not set", not "the current directory".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _batch_limit_covers_single(self) -> Settings:
+        if self.max_batch_body_bytes < self.max_body_bytes:
+            self.max_batch_body_bytes = self.max_body_bytes
+        return self
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else BUNDLED_MODEL_DIR
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
