@@ -62,7 +62,8 @@ def run_row(
     if run_dir.exists():
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    # Run through this interpreter (`python -m training` is `sgan-train`) so no activated venv is needed.
+    subprocess.run([sys.executable, "-m", "training", *command[1:]], check=True, stdout=subprocess.DEVNULL)
     wall_seconds = time.perf_counter() - started
     card = json.loads((run_dir / "model" / "model.json").read_text())
 
@@ -70,7 +71,8 @@ def run_row(
                     "--ood-dataset", "noise", "--ood-dataset", str(ood_dir)]  # fmt: skip
     if args.data_dir:
         eval_command += ["--data-dir", args.data_dir]
-    report = json.loads(subprocess.run(eval_command, check=True, capture_output=True, text=True).stdout)
+    eval_process = [sys.executable, "-m", "training.evaluate", *eval_command[1:]]
+    report = json.loads(subprocess.run(eval_process, check=True, capture_output=True, text=True).stdout)
     return {
         "dataset": args.dataset,
         "labels_per_class": labels_per_class,

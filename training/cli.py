@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     run.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:1")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it on a GPU)")
 
     recipe = parser.add_argument_group("recipe")
     recipe.add_argument(
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--batch-size", type=int, default=100)
     recipe.add_argument("--learning-rate", type=float, help="default: the recipe's (3e-3 mlp, 3e-4 conv)")
     recipe.add_argument("--unsup-weight", type=float, default=1.0, help="weight of the unsupervised loss")
+    recipe.add_argument("--augment-shift", type=int, help="random translation of training images, in pixels")
+    recipe.add_argument(
+        "--augment-flip", action=argparse.BooleanOptionalAction, help="random horizontal flips of training images"
+    )
     recipe.add_argument("--ema-decay", type=float, default=0.999, help="EMA of D's weights used for evaluation")
     return parser
 
@@ -81,11 +86,14 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
         learning_rate=args.learning_rate,
         unsup_weight=args.unsup_weight,
         ema_decay=args.ema_decay,
+        augment_shift=args.augment_shift,
+        augment_flip=args.augment_flip,
         device=args.device,
         train_subset=args.train_subset,
         image_size=args.image_size,
         channels=args.channels,
         progress=not args.no_progress,
+        compile=args.compile,
         command=["sgan-train", *argv],
     )
 

@@ -43,6 +43,7 @@ from model import (
 from model.directory import atomic_write_bytes
 from model.preprocessing import estimate_background, pixels_to_tensor
 from model.sampling import images_to_uint8, png_bytes, tile_grid
+from training.augment import random_translate_flip
 from training.data import DataError, ImageDataset, SemiSupervisedSplit, load_dataset, split_semi_supervised
 from training.evaluate import classification_report, predict_logits
 from training.initialization import initialise_weight_norm_from_data
@@ -55,8 +56,8 @@ logger = logging.getLogger(__name__)
 # Recipe defaults per architecture (DESIGN section 3, from the reference improved-GAN code; epochs sized
 # for a 2-core CPU, see benchmarks/results/).
 RECIPES: dict[str, dict[str, Any]] = {
-    "mlp": {"learning_rate": 3e-3, "epochs": 10},
-    "conv": {"learning_rate": 3e-4, "epochs": 30},
+    "mlp": {"learning_rate": 3e-3, "epochs": 20, "augment_shift": 0, "augment_flip": False},
+    "conv": {"learning_rate": 3e-4, "epochs": 30, "augment_shift": 0, "augment_flip": False},
 }
 SAMPLE_GRID_SIZE = 100
 FIXED_NOISE_SEED = 1234  # its own stream so sample grids are comparable across epochs and resumes
@@ -81,6 +82,9 @@ class TrainConfig:
     beta1: float = 0.5
     unsup_weight: float = 1.0
     ema_decay: float = 0.999
+    # Augmentation of training batches (labelled and unlabelled): None takes the recipe's default.
+    augment_shift: int | None = None  # random translation by up to this many pixels
+    augment_flip: bool | None = None  # random horizontal flips
     # Linear decay of the learning rate to 0 over this final fraction of training.
     lr_decay_fraction: float = 0.5
     device: str = "auto"
@@ -88,6 +92,7 @@ class TrainConfig:
     image_size: int | None = None  # image-folder datasets: resize to this (default 32)
     channels: int | None = None  # image-folder datasets: 1 or 3 (default 3)
     progress: bool = True
+    compile: bool = False  # torch.compile the networks (CUDA; slow to start, faster per step)
     command: list[str] = field(default_factory=list)
 
     def resolved(self, image_shape: tuple[int, int, int]) -> TrainConfig:
@@ -100,6 +105,8 @@ class TrainConfig:
                 "architecture": architecture,
                 "epochs": self.epochs if self.epochs is not None else recipe["epochs"],
                 "learning_rate": self.learning_rate or recipe["learning_rate"],
+                "augment_shift": recipe["augment_shift"] if self.augment_shift is None else self.augment_shift,
+                "augment_flip": recipe["augment_flip"] if self.augment_flip is None else self.augment_flip,
             }
         )
 
@@ -142,8 +149,14 @@ class Trainer:
             *train_set.image_shape,
             architecture=config.architecture,  # type: ignore[arg-type]
         )
-        self.discriminator = Discriminator(disc_config).to(self.device)
-        self.generator = Generator(gen_config).to(self.device)
+        on_cuda = self.device.type == "cuda"
+        if on_cuda:
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+        # channels_last lets cuDNN use its NHWC tensor-core convolutions; MLPs and the CPU gain nothing from it.
+        channels_last = on_cuda and disc_config.architecture == "conv"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.discriminator = Discriminator(disc_config).to(self.device, memory_format=self.memory_format)
+        self.generator = Generator(gen_config).to(self.device, memory_format=self.memory_format)
         # The whole dataset stays on the device as uint8; batches are gathered by index (no host work).
         images = torch.tensor(train_set.images, device=self.device)
         labels = torch.tensor(train_set.labels, device=self.device)
@@ -154,8 +167,10 @@ class Trainer:
 
         betas = (config.beta1, 0.999)
         lr = config.learning_rate
-        self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
-        self.gen_optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
+        # The fused CUDA kernel updates all parameters in one launch; the CPU keeps the default (foreach).
+        fused = True if on_cuda else None
+        self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas, fused=fused)
+        self.gen_optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas, fused=fused)
         self.ema = AveragedModel(
             self.discriminator, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
         )
@@ -239,6 +254,12 @@ class Trainer:
             return self.config.learning_rate  # type: ignore[return-value]
         return self.config.learning_rate * max(0.0, (total - global_step) / max(1.0, total - decay_start))  # type: ignore[operator]
 
+    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """A uint8 training batch -> the networks' float input, augmented as the recipe says."""
+        if self.config.augment_shift or self.config.augment_flip:
+            images = random_translate_flip(images, self.config.augment_shift or 0, bool(self.config.augment_flip))
+        return pixels_to_tensor(images).contiguous(memory_format=self.memory_format)
+
     def _autocast(self) -> Any:
         # bf16 on CUDA: twice the matmul throughput and no loss scaling needed; the CPU stays in fp32.
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
@@ -246,7 +267,7 @@ class Trainer:
     def _train_step(
         self, labelled_idx: torch.Tensor, unlabelled_idx: torch.Tensor, matching_idx: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        x_labelled = pixels_to_tensor(self.labelled_images[labelled_idx])  # (B, C, H, W)
+        x_labelled = self._pixels(self.labelled_images[labelled_idx])  # (B, C, H, W)
         y_labelled = self.labelled_targets[labelled_idx]  # (B,)
         batch = len(labelled_idx)
 
@@ -259,7 +280,7 @@ class Trainer:
             self.disc_optimizer.step()
             return {"loss_sup": loss_sup.detach()}
 
-        x_unlabelled = pixels_to_tensor(self.unlabelled_images[unlabelled_idx])
+        x_unlabelled = self._pixels(self.unlabelled_images[unlabelled_idx])
         # --- Discriminator: maximise log p(y | x_l) + log D(x_u) + log(1 - D(G(z))).
         with self._autocast():
             fake = self.gen_step(self.generator.sample_latent(batch)).detach()
@@ -275,7 +296,7 @@ class Trainer:
         self.disc_optimizer.step()
 
         # --- Generator: feature matching against a second, independently drawn unlabelled batch.
-        x_matching = pixels_to_tensor(self.unlabelled_images[matching_idx])
+        x_matching = self._pixels(self.unlabelled_images[matching_idx])
         # Gradients flow through D to G, but D is not updated: the bare D is used, so DDP syncs only G's grads.
         self.discriminator.requires_grad_(False)
         try:
@@ -366,6 +387,8 @@ class Trainer:
                 "best_epoch": self.best_epoch,
                 "learning_rate": config.learning_rate,
                 "batch_size": config.batch_size,
+                "augment_shift": config.augment_shift,
+                "augment_flip": config.augment_flip,
                 "device": str(self.device),
                 "duration_seconds": round(self.elapsed_seconds, 1),
                 "code_version": _code_version(),
@@ -381,6 +404,13 @@ class Trainer:
             self.load_state()
         else:
             self._initialise()
+        self.prepare_step_modules()
+        total_epochs: int = self.config.epochs  # type: ignore[assignment]
+        while self.epoch < total_epochs and not self.stop_requested:
+            self._run_epoch(total_epochs)
+
+    def prepare_step_modules(self) -> None:
+        """Wrap the networks the steps call (DDP, torch.compile), after initialisation or resume."""
         if self.distributed.enabled:
             # Each rank draws its own fakes and noise: a torch stream per rank and resume point.
             torch.manual_seed(hash((self.config.seed, self.distributed.rank, self.epoch, self.step_in_epoch)) % 2**62)
@@ -388,9 +418,9 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.disc_step = DistributedDataParallel(self.discriminator, device_ids=device_ids)
             self.gen_step = DistributedDataParallel(self.generator, device_ids=device_ids)
-        total_epochs: int = self.config.epochs  # type: ignore[assignment]
-        while self.epoch < total_epochs and not self.stop_requested:
-            self._run_epoch(total_epochs)
+        if self.config.compile:
+            self.disc_step = torch.compile(self.disc_step)  # type: ignore[assignment]
+            self.gen_step = torch.compile(self.gen_step)  # type: ignore[assignment]
 
     def _agree_to_stop(self, step: int) -> bool:
         """Whether to stop now. Under DDP every rank must stop at the same step (a rank that leaves early
@@ -398,7 +428,7 @@ class Trainer:
         at once without any sync."""
         if not self.distributed.enabled:
             return self.stop_requested
-        if step % 10:
+        if step % 50:
             return False
         flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -432,7 +462,8 @@ class Trainer:
                 sums[name] = sums.get(name, 0) + value
             steps_done += 1
             self.step_in_epoch = step + 1
-            if self.config.progress and step % 50 == 0:
+            # Reading a loss forces a host-device sync: on CUDA the bar shows losses once per epoch only.
+            if self.config.progress and step % 50 == 0 and self.device.type == "cpu":
                 bar.set_postfix({name: f"{(total / steps_done).item():.3f}" for name, total in sums.items()})
             if self._agree_to_stop(step + 1):
                 break
