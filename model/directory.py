@@ -132,6 +132,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; a model or log is read by others (a server running as another user).
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -156,9 +158,12 @@ def save_model_dir(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+    staging.chmod(0o755)  # mkdtemp makes it 0700: the server may run as another user than the trainer
     try:
         save_file(_contiguous_state(discriminator, weights_dtype), str(staging / DISCRIMINATOR_FILE))
         save_file(_contiguous_state(generator, weights_dtype), str(staging / GENERATOR_FILE))
+        for name in (DISCRIMINATOR_FILE, GENERATOR_FILE):
+            (staging / name).chmod(0o644)  # safetensors writes 0600; the server may be another user
         card.files = {name: sha256_file(staging / name) for name in (DISCRIMINATOR_FILE, GENERATOR_FILE)}
         write_card(staging, card)
         # rename(2) cannot replace a non-empty directory: move the old one aside, swap, then delete it.

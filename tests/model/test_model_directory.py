@@ -102,3 +102,10 @@ def test_realness_is_z_over_z_plus_one() -> None:
     assert torch.allclose(class_probabilities(logits)[1], torch.tensor([0.75, 0.25]))
     # Large logits must not overflow: a confident real image has realness 1, not nan.
     assert realness_from_logits(torch.tensor([[1000.0, 0.0]])).item() == 1.0
+
+
+def test_a_model_directory_is_readable_by_other_users(tiny_model_dir: Path) -> None:
+    # The trainer (root in a container) and the server (an unprivileged user) are often different users.
+    assert tiny_model_dir.stat().st_mode & 0o005 == 0o005
+    for path in tiny_model_dir.iterdir():
+        assert path.stat().st_mode & 0o004, path.name
