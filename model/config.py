@@ -9,22 +9,38 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from typing_extensions import Self
+
 Architecture = Literal["mlp", "conv"]
 LatentDistribution = Literal["uniform", "normal"]
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build a config dataclass from a JSON dict, refusing unknown keys (a typo must not pass silently)."""
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**values)
+class _NetworkConfig:
+    """What both configs share: the image shape they work on, and a JSON round trip for the model card."""
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build from a JSON dict (lists become tuples), refusing unknown keys: a typo must not pass silently."""
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 @dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(_NetworkConfig):
     """The K+1 discriminator: K class logits; the fake class has its logit fixed at 0 (Salimans et al. 2016)."""
 
     num_classes: int
@@ -55,20 +71,9 @@ class DiscriminatorConfig:
             if len(getattr(self, name)) not in (1, self.channels):
                 raise ValueError(f"{name} needs 1 or {self.channels} values")
 
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.height, self.width)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DiscriminatorConfig:
-        return _from_dict(cls, data)  # type: ignore[no-any-return]
-
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(_NetworkConfig):
     """The generator maps a latent vector to an image in [0, 1] of the discriminator's input shape."""
 
     channels: int = 1
@@ -87,17 +92,6 @@ class GeneratorConfig:
             raise ValueError(f"unknown generator architecture {self.architecture!r}")
         if self.architecture == "conv" and (self.height % 4 or self.width % 4):
             raise ValueError("the conv generator needs height and width divisible by 4")
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.height, self.width)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
-        return _from_dict(cls, data)  # type: ignore[no-any-return]
 
 
 def default_configs(
