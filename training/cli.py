@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument(
         "--augment-flip", action=argparse.BooleanOptionalAction, help="random horizontal flips of training images"
     )
+    recipe.add_argument(
+        "--fake-noise-fraction", type=float, help="share of each fake batch replaced by noise images (known fakes)"
+    )
     recipe.add_argument("--ema-decay", type=float, default=0.999, help="EMA of D's weights used for evaluation")
     return parser
 
@@ -88,6 +91,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
         ema_decay=args.ema_decay,
         augment_shift=args.augment_shift,
         augment_flip=args.augment_flip,
+        fake_noise_fraction=args.fake_noise_fraction,
         device=args.device,
         train_subset=args.train_subset,
         image_size=args.image_size,

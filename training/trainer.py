@@ -37,6 +37,7 @@ from model import (
     load_model_dir,
     normalization_record,
     read_card,
+    realness_from_logits,
     save_model_dir,
     write_card,
 )
@@ -45,7 +46,7 @@ from model.preprocessing import estimate_background, pixels_to_tensor
 from model.sampling import images_to_uint8, png_bytes, tile_grid
 from training.augment import random_translate_flip
 from training.data import DataError, ImageDataset, SemiSupervisedSplit, load_dataset, split_semi_supervised
-from training.evaluate import classification_report, predict_logits
+from training.evaluate import auroc, classification_report, noise_images, predict_logits
 from training.initialization import initialise_weight_norm_from_data
 from training.losses import feature_matching_loss, supervised_loss, unsupervised_loss
 from training.runtime import Distributed, init_distributed, seed_everything, select_device, shutdown_distributed
@@ -54,10 +55,19 @@ from training.state import load_training_state, save_training_state
 logger = logging.getLogger(__name__)
 
 # Recipe defaults per architecture (DESIGN section 3, from the reference improved-GAN code; epochs sized
-# for a 2-core CPU, see benchmarks/results/).
+# for a 2-core CPU, see benchmarks/results/). Chosen on the validation split (Fashion-MNIST, 10 labels/class,
+# seed 0, 10 epochs): 10% noise images among the fakes kept validation accuracy (74.5% vs 74.9%) and lifted
+# the realness AUROC of validation images vs noise from 0.01 to 1.00; random shifts (2 px) + flips of the
+# training batches lowered it (71.1%), so augmentation is off.
 RECIPES: dict[str, dict[str, Any]] = {
-    "mlp": {"learning_rate": 3e-3, "epochs": 20, "augment_shift": 0, "augment_flip": False},
-    "conv": {"learning_rate": 3e-4, "epochs": 30, "augment_shift": 0, "augment_flip": False},
+    "mlp": {"learning_rate": 3e-3, "epochs": 20, "augment_shift": 0, "augment_flip": False, "fake_noise_fraction": 0.1},
+    "conv": {
+        "learning_rate": 3e-4,
+        "epochs": 30,
+        "augment_shift": 0,
+        "augment_flip": False,
+        "fake_noise_fraction": 0.0,
+    },
 }
 SAMPLE_GRID_SIZE = 100
 FIXED_NOISE_SEED = 1234  # its own stream so sample grids are comparable across epochs and resumes
@@ -85,6 +95,9 @@ class TrainConfig:
     # Augmentation of training batches (labelled and unlabelled): None takes the recipe's default.
     augment_shift: int | None = None  # random translation by up to this many pixels
     augment_flip: bool | None = None  # random horizontal flips
+    # Share of each fake batch replaced by uniform-noise images: known fakes that teach D that noise is not
+    # real, so the realness score also flags far-out-of-distribution inputs. None takes the recipe's default.
+    fake_noise_fraction: float | None = None
     # Linear decay of the learning rate to 0 over this final fraction of training.
     lr_decay_fraction: float = 0.5
     device: str = "auto"
@@ -107,6 +120,9 @@ class TrainConfig:
                 "learning_rate": self.learning_rate or recipe["learning_rate"],
                 "augment_shift": recipe["augment_shift"] if self.augment_shift is None else self.augment_shift,
                 "augment_flip": recipe["augment_flip"] if self.augment_flip is None else self.augment_flip,
+                "fake_noise_fraction": (
+                    recipe["fake_noise_fraction"] if self.fake_noise_fraction is None else self.fake_noise_fraction
+                ),
             }
         )
 
@@ -284,6 +300,9 @@ class Trainer:
         # --- Discriminator: maximise log p(y | x_l) + log D(x_u) + log(1 - D(G(z))).
         with self._autocast():
             fake = self.gen_step(self.generator.sample_latent(batch)).detach()
+            noise_count = int(batch * (self.config.fake_noise_fraction or 0.0))
+            if noise_count:
+                fake = torch.cat([torch.rand_like(fake[:noise_count]), fake[noise_count:]])
             # One forward over the three batches: the discriminator has no batch statistics, so this is
             # the same as three passes, and faster.
             logits = self.disc_step(torch.cat([x_labelled, x_unlabelled, fake]))
@@ -350,10 +369,18 @@ class Trainer:
         )
 
     def _validate(self) -> dict[str, float]:
-        logits = predict_logits(self.ema.module, self.validation_images)  # type: ignore[arg-type]
+        model: Discriminator = self.ema.module  # type: ignore[assignment]
+        logits = predict_logits(model, self.validation_images)
         accuracy = float((logits.argmax(dim=1).numpy() == self.validation_labels).mean())
-        realness = torch.sigmoid(torch.logsumexp(logits, dim=1)).mean().item()
-        return {"val_accuracy": accuracy, "val_realness": realness}
+        realness = realness_from_logits(logits).numpy()
+        # How well realness separates validation images from noise images (an OOD check on training data only).
+        noise = noise_images(len(self.validation_images), self.discriminator.config.image_shape, seed=self.epoch)
+        noise_realness = realness_from_logits(predict_logits(model, noise)).numpy()
+        return {
+            "val_accuracy": accuracy,
+            "val_realness": float(realness.mean()),
+            "val_noise_auroc": auroc(realness, noise_realness),
+        }
 
     def _write_samples(self, epoch: int) -> None:
         if self.config.baseline:
@@ -389,6 +416,7 @@ class Trainer:
                 "batch_size": config.batch_size,
                 "augment_shift": config.augment_shift,
                 "augment_flip": config.augment_flip,
+                "fake_noise_fraction": config.fake_noise_fraction,
                 "device": str(self.device),
                 "duration_seconds": round(self.elapsed_seconds, 1),
                 "code_version": _code_version(),
