@@ -575,7 +575,11 @@ def prepare(config: TrainConfig) -> tuple[TrainConfig, ImageDataset, SemiSupervi
             train_set.images[keep], train_set.labels[keep], train_set.class_names, train_set.source
         )
     config = config.resolved(train_set.image_shape)
-    split = split_semi_supervised(train_set.labels, config.labels_per_class, config.val_size, config.seed)
+    if config.val_size < 1:
+        raise DataError("--val-size must be at least 1: the validation split is what picks the best epoch")
+    split = split_semi_supervised(
+        train_set.labels, config.labels_per_class, config.val_size, config.seed, num_classes=train_set.num_classes
+    )
     return config, train_set, split
 
 

@@ -179,6 +179,9 @@ def test_bad_input_gives_a_clear_message_and_no_traceback(tmp_path: Path) -> Non
     assert too_big.returncode == 2 and "Traceback" not in too_big.stderr
     assert "5000" in too_big.stderr
 
+    no_validation = run_cli(*train_args(data, tmp_path / "v", "--val-size", "0"), check=False)
+    assert no_validation.returncode == 2 and "at least 1" in no_validation.stderr
+
     too_many_labels = run_cli(*train_args(data, tmp_path / "b", "--labels-per-class", "100000"), check=False)
     assert too_many_labels.returncode == 2 and "Traceback" not in too_many_labels.stderr
 
