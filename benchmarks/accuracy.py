@@ -162,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = results.with_suffix(".json"), results.with_suffix(".md")
-    rows = json.loads(json_path.read_text()) if json_path.exists() else []
     ood_dir = write_digits_ood_set(Path(args.runs_dir) / "ood-digits28")
     for labels_per_class in args.labels_per_class:
         for seed in args.seeds:
             for mode in args.modes:
                 row = run_row(args, labels_per_class, seed, mode == "baseline", ood_dir)
+                # Read again just before writing: another benchmark process (another seed) may have added rows.
+                rows = json.loads(json_path.read_text()) if json_path.exists() else []
                 rows = [r for r in rows if row_key(r) != row_key(row)] + [row]
                 json_path.write_text(json.dumps(rows, indent=2) + "\n")
                 md_path.write_text(summarise(rows))
