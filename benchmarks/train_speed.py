@@ -50,7 +50,7 @@ def time_steps(trainer: Trainer, warmup: int, steps: int) -> float:
         for step in range(first, first + count):
             window = slice(step * batch, (step + 1) * batch)
             trainer._train_step(labelled[window], unlabelled[window], matching[window])
-            trainer.ema.update_parameters(trainer.discriminator)
+            trainer.update_ema(step + 1)
 
     run(0, warmup)
     if trainer.device.type == "cuda":
