@@ -278,3 +278,25 @@ def test_an_mnist_family_npz_trains_with_the_default_recipe(tmp_path: Path, caps
     card = read_card(tmp_path / "run" / "model")
     assert card.discriminator.architecture == "mlp" and card.class_names == [str(k) for k in range(10)]
     assert metrics["test_accuracy"] > 0.4  # chance is 0.10; 180 steps only (see benchmarks for full runs)
+
+
+def test_a_folder_of_colour_images_trains_the_conv_recipe(tmp_path: Path) -> None:
+    # 32x32 RGB is not the 28x28 gray MLP case: the defaults pick the conv recipe.
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 40), ("test", 8)):
+        for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+            folder = tmp_path / "photos" / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = np.clip(rng.normal(colour, 25, size=(40, 36, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    out = tmp_path / "run"
+    args = ["--dataset", str(tmp_path / "photos"), "--image-size", "32", "--channels", "3", "--labels-per-class", "4",
+            "--val-size", "10", "--batch-size", "8", "--epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(args) == 0
+    card = load_model_dir(out / "model").card
+    assert card.discriminator.architecture == "conv" and card.image_shape == (3, 32, 32)
+    assert card.class_names == ["blue", "red"] and card.normalization["color_mode"] == "RGB"
+    assert card.metrics["num_test_images"] == 16
