@@ -1,4 +1,8 @@
-"""Dependencies shared by the routers, as ``Annotated`` aliases (``EngineDep``, ``SettingsDep``, ...)."""
+"""Dependencies shared by the routers, as ``Annotated`` aliases (``EngineDep``, ``SettingsDep``, ...).
+
+They are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency in its thread pool,
+and these four hops per classify request cost more than the whole image decode (benchmarks/results/serving.md).
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,17 @@ from app.metrics import Metrics
 from app.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def get_engine(request: Request) -> InferenceEngine:
+async def get_engine(request: Request) -> InferenceEngine:
     """The loaded model's engine, or 503 saying why there is none (still loading, or failed to load)."""
     engine: InferenceEngine | None = request.app.state.engine
     if engine is None:
@@ -40,7 +44,7 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def require_api_key(settings: SettingsDep, api_key: Annotated[str | None, Security(_api_key_header)]) -> None:
+async def require_api_key(settings: SettingsDep, api_key: Annotated[str | None, Security(_api_key_header)]) -> None:
     """With SGAN_API_KEY set, the inference routes need it in X-API-Key (constant-time comparison)."""
     if settings.api_key is None:
         return

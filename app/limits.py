@@ -1,8 +1,11 @@
-"""Request body size limits, enforced while the body streams in: a client cannot make the server buffer more
-than the limit, whether it declares a Content-Length or sends chunks."""
+"""Request body limits, enforced while the body streams in: a client cannot make the server buffer more than the
+size limit, whether it declares a Content-Length or sends chunks, nor hold a request open by never finishing
+its body."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Callable
 
 from fastapi import HTTPException
@@ -66,3 +69,48 @@ def _content_length(scope: Scope) -> int | None:
                 return -1
             return length if length >= 0 else -1
     return None
+
+
+class BodyTimeoutMiddleware:
+    """Answers 408 and closes the connection when a request body is not complete ``timeout_s`` after the request
+    started: a client that stalls mid-upload (or trickles bytes, slowloris-style) does not hold a request, its
+    memory and its connection for ever. Once the body is complete, reads pass straight through (a later read
+    only waits for the client to disconnect, which is not a body)."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        body_complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_complete
+            if body_complete:
+                return await receive()
+            try:
+                message = await _receive_before(receive, deadline, loop)
+            except asyncio.TimeoutError:
+                raise HTTPException(
+                    status_code=408,
+                    detail=f"the request body was not complete after {self.timeout_s:g} s",
+                    headers={"Connection": "close"},
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_complete = True
+            return message
+
+        await self.app(scope, timed_receive, send)
+
+
+async def _receive_before(receive: Receive, deadline: float, loop: asyncio.AbstractEventLoop) -> Message:
+    if sys.version_info >= (3, 11):
+        # A timer on the current task, no extra task per read: this wraps every request's body reads.
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+    return await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from app.engine import EngineUnavailable, InferenceEngine
 from app.imaging import ImageError
-from app.limits import BodySizeLimitMiddleware
+from app.limits import BodySizeLimitMiddleware, BodyTimeoutMiddleware
 from app.metrics import Metrics, MetricsMiddleware
 from app.routes import classify, ops, sample, web
 from app.settings import Settings, get_settings
@@ -30,6 +31,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
     engine = await _load_engine(app, settings, metrics)
+    # Everything that exists now (torch, FastAPI, the model) lives as long as the process: take it out of the
+    # cyclic garbage collector's view. Otherwise each full collection walks ~200,000 such objects, a 105 ms
+    # stop of the event loop (measured on the 2-core benchmark machine) that set p99 under load at 100-150 ms
+    # (benchmarks/results/serving.md). Reference counting still frees all of it as usual.
+    gc.collect()
+    gc.freeze()
     try:
         yield
     finally:
@@ -128,7 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def body_limit(path: str) -> int:
         return settings.max_batch_body_bytes if path == "/classify/batch" else settings.max_body_bytes
 
-    # Added last = outermost: metrics see every answer, the body limit's 413s included.
+    # Added last = outermost: metrics see every answer, the body limits' 413s and 408s included.
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_s)
     app.add_middleware(BodySizeLimitMiddleware, limit_for_path=body_limit)
     known_paths = frozenset(route.path for router in routers for route in router.routes if isinstance(route, APIRoute))
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.deps import EngineDep, MetricsDep, SettingsDep, require_api_key
 from app.engine import Prediction
-from app.imaging import ImageError, InvertMode, PreparedImage, prepare_image
+from app.imaging import INLINE_DECODE_MAX_PIXELS, ImageError, InvertMode, PreparedImage, decode_image, open_image
 from app.schemas import BatchClassification, BatchItem, Classification, ClassScore, ErrorResponse
 from model import ModelCard
 
@@ -32,6 +32,7 @@ Invert = Annotated[
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "empty, truncated or undecodable image"},
     401: {"model": ErrorResponse, "description": "missing or wrong X-API-Key (when the server requires one)"},
+    408: {"model": ErrorResponse, "description": "the request body was not complete in time (SGAN_BODY_TIMEOUT_S)"},
     413: {"model": ErrorResponse, "description": "body or pixel count over the limit"},
     415: {"model": ErrorResponse, "description": "not multipart/form-data or image/*, or an unsupported format"},
     422: {"model": ErrorResponse, "description": "bad query parameters or form fields"},
@@ -81,7 +82,7 @@ async def _parse_form(request: Request, max_files: int, too_many_status: int) ->
     try:
         return await request.form(max_files=max_files, max_fields=16)
     except StarletteHTTPException as exc:
-        if exc.status_code == 413:  # the body limit, raised while the parser was reading
+        if exc.status_code in (408, 413):  # the body limits, raised while the parser was reading
             raise
         detail = str(exc.detail)
         # Starlette reports every multipart problem as a 400; too many files is a limit, not a syntax error.
@@ -124,6 +125,17 @@ async def read_single_upload(request: Request) -> Upload:
         await form.close()  # spooled temporary files
 
 
+async def prepare_upload(upload: Upload, card: ModelCard, max_pixels: int, invert: InvertMode) -> PreparedImage:
+    """Decode an upload for the model; raises ``ImageError``. The header is read here (cheap, and it gives the
+    pixel count); a small image is decoded here too, a large one in a worker thread (INLINE_DECODE_MAX_PIXELS)."""
+    image = open_image(upload.data, max_pixels, upload.content_type)
+    width, height = image.size
+    if width * height <= INLINE_DECODE_MAX_PIXELS:
+        return decode_image(image, card, max_pixels, invert)
+    # Decoding a large image is CPU work in C that mostly releases the GIL: a thread keeps the event loop free.
+    return await run_in_threadpool(decode_image, image, card, max_pixels, invert)
+
+
 def build_classification(prediction: Prediction, card: ModelCard, top_k: int, inverted: bool) -> Classification:
     probabilities = prediction.probabilities
     order = np.argsort(-probabilities, kind="stable")  # most probable first; ties keep class order
@@ -160,10 +172,7 @@ async def classify(
     `image/*` body). PNG, JPEG, WebP, GIF and BMP are accepted, of any size."""
     upload = await read_single_upload(request)
     try:
-        # Decoding is CPU work in C that releases the GIL: a worker thread keeps the event loop free.
-        prepared = await run_in_threadpool(
-            prepare_image, upload.data, engine.card, settings.max_pixels, invert, upload.content_type
-        )
+        prepared = await prepare_upload(upload, engine.card, settings.max_pixels, invert)
     except ImageError as exc:
         metrics.rejected_images.labels(status=str(exc.status_code)).inc()
         raise
@@ -200,13 +209,13 @@ async def classify_batch(
     finally:
         await form.close()
 
-    def prepare(upload: Upload) -> PreparedImage | ImageError:
+    async def prepare(upload: Upload) -> PreparedImage | ImageError:
         try:
-            return prepare_image(upload.data, engine.card, settings.max_pixels, invert, upload.content_type)
+            return await prepare_upload(upload, engine.card, settings.max_pixels, invert)
         except ImageError as exc:
             return exc
 
-    prepared = await asyncio.gather(*(run_in_threadpool(prepare, upload) for upload in uploads))
+    prepared = await asyncio.gather(*(prepare(upload) for upload in uploads))
     good = [item for item in prepared if isinstance(item, PreparedImage)]
     predictions = iter(await engine.classify_many([item.pixels for item in good]) if good else [])
 

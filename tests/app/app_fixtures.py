@@ -112,6 +112,8 @@ def running_server(
         "SGAN_HOST": "127.0.0.1",
         "SGAN_PORT": str(port),
         "SGAN_TORCH_THREADS": "1",
+        # One process, so that /metrics describes the whole server; test_server_reliability.py runs two.
+        "SGAN_WORKERS": "1",
         **env,
     }
     log_path = log_dir / f"server-{port}.log"

@@ -57,6 +57,7 @@ def test_cli_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("SGAN_HOST", "0.0.0.0")
     monkeypatch.setenv("SGAN_PORT", "9000")
     monkeypatch.setenv("SGAN_MAX_SAMPLES", "5")
+    monkeypatch.setenv("SGAN_WORKERS", "1")  # one process: uvicorn.run gets the app (several: app/workers.py)
     seen: dict[str, Any] = {}
 
     def fake_run(app: Any, **options: Any) -> None:
