@@ -100,11 +100,15 @@ class ServerProcess:
 
 @contextmanager
 def running_server(
-    log_dir: Path, env: dict[str, str], command: Callable[[int], list[str]] | None = None
+    log_dir: Path,
+    env: dict[str, str],
+    command: Callable[[int], list[str]] | None = None,
+    up_when: str = "/ready",
 ) -> Iterator[ServerProcess]:
-    """A real uvicorn process on a free port of 127.0.0.1, ready to serve, and stopped on exit.
+    """A real uvicorn process on a free port of 127.0.0.1, up (``up_when`` answers 200), and stopped on exit.
 
-    It runs ``python -m app`` with SGAN_PORT set to that port, or ``command(port)`` when given.
+    It runs ``python -m app`` with SGAN_PORT set to that port, or ``command(port)`` when given. A server
+    that must stay unready is waited for with ``up_when="/health"``.
     """
     port = free_port()
     full_env = {
@@ -132,7 +136,7 @@ def running_server(
             assert process.poll() is None, f"server exited with {process.returncode}:\n{server.log()}"
             assert time.monotonic() < deadline, f"server not up after 60 s:\n{server.log()}"
             try:
-                if httpx.get(f"{server.base_url}/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{server.base_url}{up_when}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -13,17 +13,13 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from app_fixtures import running_server
 from app_images import garment_png
 
 from app.main import create_app
@@ -157,50 +153,6 @@ def test_a_body_that_never_finishes_times_out_and_frees_its_slot(start_server, a
 # ---------------------------------------------------------------------------------------------- model directory
 
 
-@dataclass
-class UnreadyServer:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextmanager
-def server_without_readiness(tmp_path: Path, model_dir: Path) -> Iterator[UnreadyServer]:
-    """A real server on a model directory that cannot load, up as soon as /health answers (app_fixtures'
-    running_server waits for /ready)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SGAN_")}
-    env.update(SGAN_HOST="127.0.0.1", SGAN_PORT=str(port), SGAN_MODEL_DIR=str(model_dir), SGAN_TORCH_THREADS="1")
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
-    server = UnreadyServer(process, f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"server exited with {process.returncode}:\n{server.log()}"
-            assert time.monotonic() < deadline, f"server not up after 60 s:\n{server.log()}"
-            try:
-                if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.mark.parametrize("damage", ["missing", "corrupt-weights"])
 def test_a_server_on_a_broken_model_directory_never_becomes_ready_and_says_why(
     app_model_dir: Path, tmp_path: Path, damage: str
@@ -212,7 +164,7 @@ def test_a_server_on_a_broken_model_directory_never_becomes_ready_and_says_why(
         weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
     reason = {"missing": "not found", "corrupt-weights": "SHA-256"}[damage]
 
-    with server_without_readiness(tmp_path, model_dir) as server:
+    with running_server(tmp_path, {"SGAN_MODEL_DIR": str(model_dir)}, up_when="/health") as server:
         for _ in range(5):  # not a slow start: it stays unready
             ready = httpx.get(f"{server.base_url}/ready", timeout=5)
             assert ready.status_code == 503 and reason in ready.json()["detail"], ready.text
