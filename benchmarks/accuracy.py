@@ -143,7 +143,13 @@ def summarise(rows: list[dict[str, Any]]) -> str:
             f"{100 * row['test_accuracy']:.2f} | {100 * row['validation_accuracy']:.2f} | "
             f"{row['best_epoch']}/{row['epochs']} | {row['wall_seconds']:.0f} | `{row['command']}` |"
         )
-    lines += ["", f"torch {rows[0]['torch']}, {rows[0]['cpu_threads']} CPU threads, {rows[0]['machine']}.", ""]
+    threads = ", ".join(str(t) for t in sorted({r["cpu_threads"] for r in rows}))
+    lines += [
+        "",
+        f"torch {rows[0]['torch']}, {rows[0]['machine']}; torch CPU threads per run: {threads} (runs with one thread",
+        "ran two at a time, side by side, on the 2-core machine; wall times include any other load of the moment).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -157,11 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=("ssl", "baseline"), default=["ssl", "baseline"])
     parser.add_argument("--runs-dir", default="runs/benchmarks")
     parser.add_argument("--results", default=str(RESULTS_DIR / "accuracy"), help="path stem for .json and .md")
+    parser.add_argument("--summarise-only", action="store_true", help="rewrite the .md from the .json, run nothing")
     args = parser.parse_args(argv)
 
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = results.with_suffix(".json"), results.with_suffix(".md")
+    if args.summarise_only:
+        md_path.write_text(summarise(json.loads(json_path.read_text())))
+        return 0
     ood_dir = write_digits_ood_set(Path(args.runs_dir) / "ood-digits28")
     for labels_per_class in args.labels_per_class:
         for seed in args.seeds:
