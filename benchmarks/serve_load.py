@@ -593,22 +593,12 @@ def build_random_standin(directory: Path) -> Path:
     import torch
 
     from model import Discriminator, Generator, ModelCard, default_configs, normalization_record, save_model_dir
+    from training.data import KNOWN_DATASETS
 
     torch.manual_seed(0)
     disc_config, gen_config = default_configs(10, 1, 28, 28)
     card = ModelCard(
-        class_names=[
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ],
+        class_names=list(KNOWN_DATASETS["fashion-mnist"].class_names),
         discriminator=disc_config,
         generator=gen_config,
         normalization=normalization_record(disc_config),
