@@ -86,6 +86,7 @@ def run_row(
         "ood_auroc_digits": report["ood_auroc"][str(ood_dir)],
         "wall_seconds": round(wall_seconds, 1),
         "device": card["training"]["device"],
+        "precision": card["training"].get("precision", "fp32"),
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {platform.system()}",
@@ -112,7 +113,7 @@ def summarise(rows: list[dict[str, Any]]) -> str:
         "is read once per run. AUROC: realness score, test set vs out-of-distribution images (higher = better).",
         "",
         "| dataset | labels/class | mode | seeds | test accuracy % | gain (points) | AUROC noise | AUROC digits | "
-        "wall s/run | device |",
+        "wall s/run | device, precision |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -128,7 +129,8 @@ def summarise(rows: list[dict[str, Any]]) -> str:
             f"| {dataset} | {labels} | {mode} | {len(group)} | {spread(accuracies)} | {gain} | "
             f"{statistics.mean(r['ood_auroc_noise'] for r in group):.3f} | "
             f"{statistics.mean(r['ood_auroc_digits'] for r in group):.3f} | "
-            f"{statistics.mean(r['wall_seconds'] for r in group):.0f} | {group[0]['device']} |"
+            f"{statistics.mean(r['wall_seconds'] for r in group):.0f} | "
+            f"{group[0]['device']} {'/'.join(sorted({r.get('precision', 'fp32') for r in group}))} |"
         )
     lines += [
         "",

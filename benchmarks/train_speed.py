@@ -65,7 +65,7 @@ def time_steps(trainer: Trainer, warmup: int, steps: int) -> float:
 def measure(dataset: ImageDataset, architecture: str, baseline: bool, args: argparse.Namespace) -> dict[str, Any]:
     config = TrainConfig(
         dataset="fashion-mnist", out="/nonexistent", architecture=architecture, baseline=baseline,
-        device=args.device, compile=args.compile, progress=False,
+        device=args.device, compile=args.compile, precision=args.precision, progress=False,
     ).resolved(dataset.image_shape)  # fmt: skip
     split = split_semi_supervised(dataset.labels, 10, 5000, seed=0)
     torch.manual_seed(0)
@@ -83,6 +83,7 @@ def measure(dataset: ImageDataset, architecture: str, baseline: bool, args: argp
         "architecture": architecture,
         "mode": "baseline" if baseline else "ssl",
         "compile": args.compile,
+        "precision": "bf16" if trainer.bf16 else "fp32",
         "batch_size": config.batch_size,
         "steps_timed": steps,
         "ms_per_step": round(1000 * seconds_per_step, 2),
@@ -93,6 +94,11 @@ def measure(dataset: ImageDataset, architecture: str, baseline: bool, args: argp
     }
 
 
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Rows are merged by what was measured; rows written before the precision option ran in fp32."""
+    return (row["device"], row["architecture"], row["mode"], row["compile"], row.get("precision", "fp32"))
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Training speed",
@@ -101,13 +107,14 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         "a G update (ssl), or a D update on a labelled batch (baseline); batch 100; images/s counts unlabelled",
         "images consumed; an epoch is 55,000 unlabelled images (Fashion-MNIST less the validation split).",
         "",
-        "| device | model | mode | compile | ms/step | images/s | s/epoch | torch |",
-        "|---|---|---|---|---|---|---|---|",
+        "| device | model | mode | compile | precision | ms/step | images/s | s/epoch | torch |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['device']} | {row['architecture']} | {row['mode']} | {row['compile']} | {row['ms_per_step']} | "
-            f"{row['images_per_second']} | {row['seconds_per_epoch']} | {row['torch']} |"
+            f"| {row['device']} | {row['architecture']} | {row['mode']} | {row['compile']} | "
+            f"{row.get('precision', 'fp32')} | {row['ms_per_step']} | {row['images_per_second']} | "
+            f"{row['seconds_per_epoch']} | {row['torch']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -118,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--architectures", nargs="+", default=["mlp", "conv"], choices=("mlp", "conv"))
     parser.add_argument("--modes", nargs="+", default=["ssl", "baseline"], choices=("ssl", "baseline"))
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="as sgan-train's")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100, help="timed steps for the MLP")
     parser.add_argument("--conv-steps", type=int, default=10, help="timed steps for the conv net (slow on CPUs)")
@@ -131,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     for architecture in args.architectures:
         for mode in args.modes:
             row = measure(dataset, architecture, mode == "baseline", args)
-            key = (row["device"], row["architecture"], row["mode"], row["compile"])
-            rows = [r for r in rows if (r["device"], r["architecture"], r["mode"], r["compile"]) != key] + [row]
+            rows = [r for r in rows if row_key(r) != row_key(row)] + [row]
             print(json.dumps(row), flush=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(rows, indent=2) + "\n")

@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     run.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:1")
+    run.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="training-step precision: auto = bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     run.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it on a GPU)")
 
@@ -58,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recipe.add_argument(
         "--fake-noise-fraction", type=float, help="share of each fake batch replaced by noise images (known fakes)"
+    )
+    recipe.add_argument(
+        "--entropy-weight", type=float, help="weight of the conditional entropy of p(y|x) on unlabelled images"
+    )
+    recipe.add_argument(
+        "--consistency-weight",
+        type=float,
+        help="weight of the mean-teacher term: D vs its EMA on a shifted view of each unlabelled batch",
+    )
+    recipe.add_argument(
+        "--consistency-shift", type=int, default=2, help="largest shift in pixels of the teacher's view"
     )
     recipe.add_argument("--ema-decay", type=float, default=0.999, help="EMA of D's weights used for evaluation")
     return parser
@@ -92,7 +109,11 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
         augment_shift=args.augment_shift,
         augment_flip=args.augment_flip,
         fake_noise_fraction=args.fake_noise_fraction,
+        entropy_weight=args.entropy_weight,
+        consistency_weight=args.consistency_weight,
+        consistency_shift=args.consistency_shift,
         device=args.device,
+        precision=args.precision,
         train_subset=args.train_subset,
         image_size=args.image_size,
         channels=args.channels,

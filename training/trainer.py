@@ -48,8 +48,21 @@ from training.augment import random_translate_flip
 from training.data import DataError, ImageDataset, SemiSupervisedSplit, load_dataset, split_semi_supervised
 from training.evaluate import auroc, classification_report, noise_images, predict_logits
 from training.initialization import initialise_weight_norm_from_data
-from training.losses import feature_matching_loss, supervised_loss, unsupervised_loss
-from training.runtime import Distributed, init_distributed, seed_everything, select_device, shutdown_distributed
+from training.losses import (
+    conditional_entropy_loss,
+    consistency_loss,
+    feature_matching_loss,
+    supervised_loss,
+    unsupervised_loss,
+)
+from training.runtime import (
+    Distributed,
+    init_distributed,
+    seed_everything,
+    select_device,
+    shutdown_distributed,
+    use_bf16_autocast,
+)
 from training.state import load_training_state, save_training_state
 
 logger = logging.getLogger(__name__)
@@ -60,13 +73,23 @@ logger = logging.getLogger(__name__)
 # the realness AUROC of validation images vs noise from 0.01 to 1.00; random shifts (2 px) + flips of the
 # training batches lowered it (71.1%), so augmentation is off.
 RECIPES: dict[str, dict[str, Any]] = {
-    "mlp": {"learning_rate": 3e-3, "epochs": 20, "augment_shift": 0, "augment_flip": False, "fake_noise_fraction": 0.1},
+    "mlp": {
+        "learning_rate": 3e-3,
+        "epochs": 50,
+        "augment_shift": 0,
+        "augment_flip": False,
+        "fake_noise_fraction": 0.1,
+        "entropy_weight": 0.0,
+        "consistency_weight": 0.0,
+    },
     "conv": {
         "learning_rate": 3e-4,
         "epochs": 30,
         "augment_shift": 0,
         "augment_flip": False,
         "fake_noise_fraction": 0.0,
+        "entropy_weight": 0.0,
+        "consistency_weight": 0.0,
     },
 }
 SAMPLE_GRID_SIZE = 100
@@ -98,9 +121,20 @@ class TrainConfig:
     # Share of each fake batch replaced by uniform-noise images: known fakes that teach D that noise is not
     # real, so the realness score also flags far-out-of-distribution inputs. None takes the recipe's default.
     fake_noise_fraction: float | None = None
+    # Weight of the conditional entropy of p(y | x_u) in D's loss (Bad GAN). None takes the recipe's default.
+    entropy_weight: float | None = None
+    # Weight of the mean-teacher consistency term: D's class probabilities on an unlabelled batch against those
+    # of its EMA (the teacher) on a view shifted by up to ``consistency_shift`` pixels (and mirrored with
+    # ``augment_flip``). It ramps up over the first ``consistency_rampup`` of training, while the teacher is
+    # still poor. None takes the recipe's default.
+    consistency_weight: float | None = None
+    consistency_shift: int = 2
+    consistency_rampup: float = 0.1
     # Linear decay of the learning rate to 0 over this final fraction of training.
     lr_decay_fraction: float = 0.5
     device: str = "auto"
+    # Mixed precision of the training steps: auto = bf16 autocast on CUDA and on CPUs with native bf16.
+    precision: str = "auto"
     train_subset: int | None = None  # use only this many training images (quick runs, tests)
     image_size: int | None = None  # image-folder datasets: resize to this (default 32)
     channels: int | None = None  # image-folder datasets: 1 or 3 (default 3)
@@ -120,9 +154,10 @@ class TrainConfig:
                 "learning_rate": self.learning_rate or recipe["learning_rate"],
                 "augment_shift": recipe["augment_shift"] if self.augment_shift is None else self.augment_shift,
                 "augment_flip": recipe["augment_flip"] if self.augment_flip is None else self.augment_flip,
-                "fake_noise_fraction": (
-                    recipe["fake_noise_fraction"] if self.fake_noise_fraction is None else self.fake_noise_fraction
-                ),
+                **{
+                    name: recipe[name] if getattr(self, name) is None else getattr(self, name)
+                    for name in ("fake_noise_fraction", "entropy_weight", "consistency_weight")
+                },
             }
         )
 
@@ -166,6 +201,7 @@ class Trainer:
             architecture=config.architecture,  # type: ignore[arg-type]
         )
         on_cuda = self.device.type == "cuda"
+        self.bf16 = use_bf16_autocast(self.device, config.precision)
         if on_cuda:
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
         # channels_last lets cuDNN use its NHWC tensor-core convolutions; MLPs and the CPU gain nothing from it.
@@ -276,11 +312,35 @@ class Trainer:
         return pixels_to_tensor(images).contiguous(memory_format=self.memory_format)
 
     def _autocast(self) -> Any:
-        # bf16 on CUDA: twice the matmul throughput and no loss scaling needed; the CPU stays in fp32.
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        # bf16 (weights, optimiser and losses stay fp32): twice the matmul throughput on CUDA and on CPUs with
+        # native bf16, and no loss scaling needed. Evaluation always runs in fp32.
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _consistency_ramp(self, global_step: int) -> float:
+        """0 -> 1 over the first ``consistency_rampup`` of training, in the exp(-5 (1 - t)^2) shape of the
+        mean-teacher paper."""
+        ramp_steps = self.config.consistency_rampup * self.config.epochs * self.steps_per_epoch  # type: ignore[operator]
+        if global_step >= ramp_steps:
+            return 1.0
+        return math.exp(-5.0 * (1.0 - global_step / ramp_steps) ** 2)
+
+    def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The EMA discriminator's logits (eval mode: no noise, no dropout) on a shifted view of a uint8 batch."""
+        view = random_translate_flip(images, self.config.consistency_shift, bool(self.config.augment_flip))
+        teacher: Discriminator = self.ema.module  # type: ignore[assignment]
+        teacher.eval()
+        try:
+            with torch.no_grad():
+                return teacher(pixels_to_tensor(view).contiguous(memory_format=self.memory_format))
+        finally:
+            teacher.train()
 
     def _train_step(
-        self, labelled_idx: torch.Tensor, unlabelled_idx: torch.Tensor, matching_idx: torch.Tensor
+        self,
+        labelled_idx: torch.Tensor,
+        unlabelled_idx: torch.Tensor,
+        matching_idx: torch.Tensor,
+        global_step: int = 0,
     ) -> dict[str, torch.Tensor]:
         x_labelled = self._pixels(self.labelled_images[labelled_idx])  # (B, C, H, W)
         y_labelled = self.labelled_targets[labelled_idx]  # (B,)
@@ -309,6 +369,15 @@ class Trainer:
             loss_sup = supervised_loss(logits_labelled, y_labelled)
             loss_unsup = unsupervised_loss(logits_unlabelled, logits_fake)
             loss_disc = loss_sup + self.config.unsup_weight * loss_unsup
+            extra: dict[str, torch.Tensor] = {}
+            if self.config.entropy_weight:
+                extra["loss_entropy"] = conditional_entropy_loss(logits_unlabelled)
+                loss_disc = loss_disc + self.config.entropy_weight * extra["loss_entropy"]
+            if self.config.consistency_weight:
+                teacher_logits = self._teacher_logits(self.unlabelled_images[unlabelled_idx])
+                extra["loss_consistency"] = consistency_loss(logits_unlabelled, teacher_logits)
+                weight = self.config.consistency_weight * self._consistency_ramp(global_step)
+                loss_disc = loss_disc + weight * extra["loss_consistency"]
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss_disc.backward()
         self.disc_optimizer.step()
@@ -332,6 +401,7 @@ class Trainer:
             "loss_sup": loss_sup.detach(),
             "loss_unsup": loss_unsup.detach(),
             "loss_gen": loss_gen.detach(),
+            **{name: value.detach() for name, value in extra.items()},
         }
 
     # ----------------------------------------------------------------------------------------------
@@ -434,7 +504,10 @@ class Trainer:
                 "augment_shift": config.augment_shift,
                 "augment_flip": config.augment_flip,
                 "fake_noise_fraction": config.fake_noise_fraction,
+                "entropy_weight": config.entropy_weight,
+                "consistency_weight": config.consistency_weight,
                 "device": str(self.device),
+                "precision": "bf16" if self.bf16 else "fp32",
                 "duration_seconds": round(self.elapsed_seconds, 1),
                 "code_version": _code_version(),
                 "torch_version": torch.__version__,
@@ -501,8 +574,11 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             window = slice(step * batch, (step + 1) * batch)
-            losses = self._train_step(labelled_order[window], unlabelled_order[window], matching_order[window])
-            self.update_ema(self.epoch * self.steps_per_epoch + step + 1)
+            global_step = self.epoch * self.steps_per_epoch + step
+            losses = self._train_step(
+                labelled_order[window], unlabelled_order[window], matching_order[window], global_step
+            )
+            self.update_ema(global_step + 1)
             for name, value in losses.items():  # summed on the device: no host sync inside the step
                 sums[name] = sums.get(name, 0) + value
             steps_done += 1

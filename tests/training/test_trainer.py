@@ -15,10 +15,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from model import load_model_dir, read_card
 from training import cli, evaluate
-from training.runtime import Distributed
+from training.runtime import Distributed, cpu_has_native_bf16, use_bf16_autocast
 from training.trainer import Trainer
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -122,6 +123,34 @@ def test_baseline_uses_labels_only(tmp_path: Path) -> None:
     assert card.training["num_unlabelled"] == 0
     assert not (out / "samples").exists()
     assert "loss_unsup" not in json.loads((out / "metrics.jsonl").read_text())
+
+
+def test_bf16_steps_and_the_extra_unlabelled_terms_train_and_are_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_bars_dataset(tmp_path / "bars")
+    out = tmp_path / "run"
+    extra = ("--epochs", "3", "--precision", "bf16", "--entropy-weight", "0.5", "--consistency-weight", "1")
+    assert cli.main(train_args(data, out, *extra)) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["test_accuracy"] > 0.6  # chance is 0.25
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(record["loss_entropy"] >= 0 and record["loss_consistency"] >= 0 for record in logged)
+    card = read_card(out / "model")
+    assert card.training["precision"] == "bf16"
+    assert card.training["entropy_weight"] == 0.5 and card.training["consistency_weight"] == 1.0
+    # The saved weights are fp32 whatever the step precision (autocast never touches the parameters).
+    weights = load_file(out / "model" / "discriminator.safetensors")
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())
+
+
+def test_precision_choice() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_bf16_autocast(cpu, "bf16") and not use_bf16_autocast(cuda, "fp32")
+    assert use_bf16_autocast(cuda, "auto")
+    assert use_bf16_autocast(cpu, "auto") == cpu_has_native_bf16()
+    with pytest.raises(ValueError, match="unknown precision"):
+        use_bf16_autocast(cpu, "fp8")
 
 
 def test_a_run_killed_with_sigkill_resumes_and_finishes(tmp_path: Path) -> None:
