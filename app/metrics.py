@@ -1,12 +1,21 @@
-"""Prometheus metrics: one registry per app, so several apps (tests) never collide in a global registry."""
+"""Prometheus metrics: one registry per app, so several apps (tests) never collide in a global registry.
+
+With several server processes (``SGAN_WORKERS`` > 1, app/workers.py) each process counts in its own files under
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen when the library is imported), and a
+scrape of /metrics, whichever process takes it, reads all of them: the counts are the whole server's.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Latency buckets from 1 ms to 10 s: a tiny MLP answers in about a millisecond, a large photo decodes in
 # tens of milliseconds, and anything past seconds is an outage worth its own bucket.
@@ -29,7 +38,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.in_flight = Gauge("sgan_http_requests_in_flight", "requests being served", registry=self.registry)
+        # Gauges say how the processes' values combine: the sum over live processes, or their minimum.
+        self.in_flight = Gauge(
+            "sgan_http_requests_in_flight", "requests being served", registry=self.registry, multiprocess_mode="livesum"
+        )
         self.batch_size = Histogram(
             "sgan_inference_batch_size",
             "images per discriminator forward pass (micro-batch size)",
@@ -43,7 +55,10 @@ class Metrics:
             registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "sgan_inference_queue_depth", "images waiting for the inference worker", registry=self.registry
+            "sgan_inference_queue_depth",
+            "images waiting for the inference worker",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.rejected_images = Counter(
             "sgan_rejected_images_total",
@@ -51,7 +66,21 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
-        self.model_ready = Gauge("sgan_model_ready", "1 when the model is loaded", registry=self.registry)
+        self.model_ready = Gauge(
+            "sgan_model_ready",
+            "1 when the model is loaded (in every server process)",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format: of this app's registry, or of all server processes in multiprocess mode."""
+        directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry)
 
 
 class MetricsMiddleware:

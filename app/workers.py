@@ -12,8 +12,9 @@ asyncio sets it (uvloop always does).
 
 The parent only supervises: it forwards SIGTERM/SIGINT once to every worker (each then shuts down gracefully,
 letting its in-flight requests finish), and if a worker dies on its own it stops the others and exits non-zero,
-so that a supervisor above it (Docker's restart policy) starts afresh. Metrics are per worker: a scrape of
-/metrics answers for the worker that took the connection.
+so that a supervisor above it (Docker's restart policy) starts afresh. The workers share one metrics directory
+(prometheus-client's multiprocess mode, app/metrics.py), made fresh for each start and removed at the end, so a
+scrape of /metrics answers for the whole server whichever worker takes the connection.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from multiprocessing.connection import wait
 from typing import Any
 
 import uvicorn
+
+from app.metrics import MULTIPROCESS_DIR_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +85,11 @@ def serve_workers(workers: int, options: dict[str, Any], log_format: str) -> int
                 os.kill(process.pid, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # Set before the workers start: prometheus-client picks its multiprocess mode when a worker imports it. A
+    # directory of our own, never one left by an earlier run, whose counts would be added in.
+    metrics_dir = tempfile.mkdtemp(prefix="sgan-metrics-")
+    previous_metrics_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
+    os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
     try:
         for process in processes:
             process.start()
@@ -94,5 +104,10 @@ def serve_workers(workers: int, options: dict[str, Any], log_format: str) -> int
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if previous_metrics_dir is None:
+            os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_DIR_ENV] = previous_metrics_dir
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     clean = all(process.exitcode in (0, -signal.SIGTERM, -signal.SIGINT) for process in processes)
     return 0 if clean and not crashed else 1

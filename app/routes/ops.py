@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.deps import EngineDep, MetricsDep, SettingsDep
 from app.schemas import ErrorResponse, HealthResponse, ReadyResponse
@@ -41,4 +41,4 @@ async def info(engine: EngineDep) -> dict[str, Any]:
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
 async def prometheus_metrics(metrics: MetricsDep) -> Response:
-    return Response(content=generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(content=metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -234,6 +234,27 @@ def test_two_workers_share_the_port_and_stop_together_on_sigterm(start_server, a
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
+def test_with_two_workers_metrics_count_the_whole_server_and_their_files_go_at_the_end(
+    start_server, app_model_dir: Path
+) -> None:
+    with start_server({"SGAN_MODEL_DIR": str(app_model_dir), "SGAN_WORKERS": "2"}) as server:
+        workers = worker_pids(server.process.pid)
+        environs = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in workers]
+        metrics_dirs = {line.split(b"=", 1)[1].decode() for env in environs for line in env
+                        if line.startswith(b"PROMETHEUS_MULTIPROC_DIR=")}  # fmt: skip
+        assert len(metrics_dirs) == 1  # one directory, shared by both workers
+        metrics_dir = Path(metrics_dirs.pop())
+        for _ in range(30):  # a new connection each time: the kernel spreads them over both workers
+            classify_ok(server.base_url)
+        assert len({path.name.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}) == 2  # both counted
+        for _ in range(6):  # each scrape, whichever worker answers it, reports all 30 requests
+            assert metric_total(server.base_url, "sgan_http_requests_total", route="/classify", status="200") == 30
+            assert metric_total(server.base_url, "sgan_model_ready") == 1
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+        assert not metrics_dir.exists()
+
+
 def test_when_a_worker_dies_the_server_stops_and_says_so(start_server, app_model_dir: Path) -> None:
     with start_server({"SGAN_MODEL_DIR": str(app_model_dir), "SGAN_WORKERS": "2"}) as server:
         first, second = worker_pids(server.process.pid)
