@@ -268,15 +268,13 @@ def inference_counters(base_url: str) -> tuple[float, float]:
     return values["sgan_inference_batch_size_count"], values["sgan_inference_batch_size_sum"]
 
 
-def measure_level(
-    server: Server, connections: int, args: argparse.Namespace, body_file: Path, one_process: bool
-) -> dict[str, Any]:
+def measure_level(server: Server, connections: int, args: argparse.Namespace, body_file: Path) -> dict[str, Any]:
     url = f"{server.base_url}/classify"
     if args.warmup > 0:
         run_wrk(url, body_file, connections, args.warmup, args.wrk_cpu, args.timeout)
     settle(server)
-    # Batch sizes come from /metrics, which answers for one worker process: only meaningful with one.
-    counters_before = inference_counters(server.base_url) if server.name == "sgan" and one_process else None
+    # Batch sizes come from /metrics, which answers for all worker processes together.
+    counters_before = inference_counters(server.base_url) if server.name == "sgan" else None
     rss_before, cpu_before = server.rss_mib(), server.cpu_seconds()
     result = run_wrk(url, body_file, connections, args.duration, args.wrk_cpu, args.timeout)
     rss_after, cpu_after = server.rss_mib(), server.cpu_seconds()
@@ -777,8 +775,7 @@ def render_markdown(results: dict[str, Any], notes: str) -> str:
         "",
         "`sgan` is the real server (`python -m app`, its defaults); `naive` is `benchmarks/naive_server.py`. "
         "CPU % is of one core (200% = both cores of a 2-core machine). Errors: non-2xx + socket errors. "
-        "Mean batch (images per forward pass, from /metrics) only for a one-process server: with several "
-        "workers a scrape answers for one of them.",
+        "Mean batch: images per forward pass, from /metrics (all workers together).",
         "",
         "| server | concurrency | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | RSS MiB before -> after "
         "| server CPU % | wrk CPU % | mean batch |",
@@ -968,9 +965,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.servers:
             with running_server(name, model_dir, scratch, extra_env if name == "sgan" else {}) as server:
                 results.setdefault("rss_mib_ready", {})[name] = round(server.rss_mib(), 1)
-                one_process = name == "naive" or results["environment"]["server_settings"].get("workers", 1) == 1
                 for connections in args.concurrency:
-                    results["load"].append(measure_level(server, connections, args, body_file, one_process))
+                    results["load"].append(measure_level(server, connections, args, body_file))
                 if name == "sgan":
                     results["sample"] = [measure_sample(server, n, args.sample_requests) for n in args.sample_n]
                     if args.profile:
