@@ -52,6 +52,8 @@ class DiscriminatorConfig(_NetworkConfig):
     hidden_sizes: tuple[int, ...] = (1000, 500, 250, 250, 250)
     # Conv recipe (improved-GAN CIFAR, narrowed by default for CPUs): blocks of three 3x3 convs.
     conv_channels: tuple[int, ...] = (96, 192)
+    # 3x3 convs per block (the last one strided): 3 in the reference; fewer make a net a CPU can train.
+    convs_per_block: int = 3
     # Regularisers from the reference code: Gaussian noise (MLP) or dropout (conv), active in train mode only.
     input_noise_std: float = 0.3
     hidden_noise_std: float = 0.5
@@ -67,6 +69,8 @@ class DiscriminatorConfig(_NetworkConfig):
             raise ValueError("a classifier needs at least 2 classes")
         if self.architecture not in ("mlp", "conv"):
             raise ValueError(f"unknown discriminator architecture {self.architecture!r}")
+        if self.convs_per_block < 1:
+            raise ValueError("a conv block needs at least one conv")
         for name in ("input_mean", "input_std"):
             if len(getattr(self, name)) not in (1, self.channels):
                 raise ValueError(f"{name} needs 1 or {self.channels} values")

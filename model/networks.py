@@ -28,11 +28,12 @@ class GaussianNoise(nn.Module):
         return x + torch.randn_like(x) * self.std
 
 
-def _conv_block(in_channels: int, out_channels: int, downsample: bool) -> list[nn.Module]:
-    """Three weight-normalised 3x3 convs; the last one halves the resolution (strided, as in the reference)."""
+def _conv_block(in_channels: int, out_channels: int, convs: int) -> list[nn.Module]:
+    """``convs`` weight-normalised 3x3 convs (three in the reference); the last one halves the resolution
+    (strided, as in the reference)."""
     layers: list[nn.Module] = []
-    for i in range(3):
-        stride = 2 if downsample and i == 2 else 1
+    for i in range(convs):
+        stride = 2 if i == convs - 1 else 1
         layers += [
             weight_norm(nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, stride, 1)),
             nn.LeakyReLU(0.2),
@@ -75,7 +76,7 @@ class Discriminator(nn.Module):
             body = [nn.Dropout(config.input_dropout)]
             in_channels = config.channels
             for out_channels in config.conv_channels:
-                body += _conv_block(in_channels, out_channels, downsample=True)
+                body += _conv_block(in_channels, out_channels, config.convs_per_block)
                 body.append(nn.Dropout(config.hidden_dropout))
                 in_channels = out_channels
             # Reference head: a 3x3 conv then two 1x1 "network in network" layers, then global average pooling.
