@@ -87,6 +87,21 @@ def test_networks_for_each_recipe_and_size(architecture: str, shape: tuple[int, 
     assert discriminator.forward_features(fake).shape == (4, discriminator.feature_size)
 
 
+@pytest.mark.parametrize("convs_per_block", [1, 2, 3])
+def test_conv_blocks_have_the_configured_depth_and_halve_the_resolution(convs_per_block: int) -> None:
+    config = DiscriminatorConfig(
+        num_classes=10, architecture="conv", conv_channels=(8, 16), convs_per_block=convs_per_block
+    )
+    discriminator = Discriminator(config)
+    convs = [m for m in discriminator.body if isinstance(m, torch.nn.Conv2d)]
+    # Two blocks of ``convs_per_block`` convs, then the 3x3 + two 1x1 head convs.
+    assert len(convs) == 2 * convs_per_block + 3
+    assert [c.stride for c in convs[: 2 * convs_per_block]].count((2, 2)) == 2
+    assert discriminator(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="at least one conv"):
+        DiscriminatorConfig(num_classes=10, architecture="conv", convs_per_block=0)
+
+
 def test_configs_round_trip_and_refuse_unknown_fields() -> None:
     config = DiscriminatorConfig(num_classes=3, hidden_sizes=(8, 4))
     assert DiscriminatorConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
