@@ -6,7 +6,7 @@ without any code outside ``model/`` knowing the recipe that produced it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from typing_extensions import Self
@@ -37,6 +37,32 @@ class _NetworkConfig:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def with_overrides(self, overrides: dict[str, str]) -> Self:
+        """A copy with fields set from text (``{"conv_channels": "32,64", "hidden_dropout": "0.3"}``), each
+        parsed as the type of the field's current value; tuples are comma-separated. Unknown fields and values
+        that do not parse raise ValueError, as do values the config's own checks refuse."""
+        current = self.to_dict()
+        fixed = set(overrides) & {"num_classes", "channels", "height", "width", "architecture"}
+        if fixed:
+            raise ValueError(f"{sorted(fixed)} follow the dataset and --architecture; they cannot be overridden")
+        unknown = set(overrides) - set(current)
+        if unknown:
+            raise ValueError(f"unknown {type(self).__name__} fields: {sorted(unknown)}; known: {sorted(current)}")
+        parsed: dict[str, Any] = {}
+        for name, text in overrides.items():
+            value = current[name]
+            try:
+                if isinstance(value, tuple):
+                    element = type(value[0]) if value else float
+                    parsed[name] = tuple(element(part) for part in text.split(",") if part.strip())
+                    if not parsed[name]:
+                        raise ValueError
+                else:
+                    parsed[name] = type(value)(text)
+            except ValueError:
+                raise ValueError(f"{name}={text!r}: expected {type(value).__name__} like {value!r}") from None
+        return replace(self, **parsed)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -94,6 +120,8 @@ class GeneratorConfig(_NetworkConfig):
     def __post_init__(self) -> None:
         if self.architecture not in ("mlp", "conv"):
             raise ValueError(f"unknown generator architecture {self.architecture!r}")
+        if self.latent_distribution not in ("uniform", "normal"):
+            raise ValueError(f"unknown latent distribution {self.latent_distribution!r}")
         if self.architecture == "conv" and (self.height % 4 or self.width % 4):
             raise ValueError("the conv generator needs height and width divisible by 4")
 

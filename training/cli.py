@@ -77,7 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--consistency-shift", type=int, default=2, help="largest shift in pixels of the teacher's view"
     )
     recipe.add_argument("--ema-decay", type=float, default=0.999, help="EMA of D's weights used for evaluation")
+    networks = parser.add_argument_group(
+        "networks",
+        "set fields of the recipe's network configs (model/config.py), e.g. --discriminator "
+        "conv_channels=32,64 --discriminator hidden_dropout=0.3 --generator base_channels=64; recorded in the "
+        "model card, so the server rebuilds the same networks",
+    )
+    networks.add_argument("--discriminator", action="append", type=_option, default=[], metavar="FIELD=VALUE")
+    networks.add_argument("--generator", action="append", type=_option, default=[], metavar="FIELD=VALUE")
     return parser
+
+
+def _option(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    return name.strip(), value.strip()
 
 
 def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
@@ -112,6 +127,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
         entropy_weight=args.entropy_weight,
         consistency_weight=args.consistency_weight,
         consistency_shift=args.consistency_shift,
+        discriminator_options=dict(args.discriminator),
+        generator_options=dict(args.generator),
         device=args.device,
         precision=args.precision,
         train_subset=args.train_subset,

@@ -31,7 +31,9 @@ from tqdm import tqdm
 
 from model import (
     Discriminator,
+    DiscriminatorConfig,
     Generator,
+    GeneratorConfig,
     ModelCard,
     default_configs,
     load_model_dir,
@@ -130,6 +132,9 @@ class TrainConfig:
     # still poor. None takes the recipe's default.
     consistency_weight: float | None = None
     consistency_shift: int = 2
+    # Network fields set over the recipe's, as text (``{"conv_channels": "32,64"}``): see ``with_overrides``.
+    discriminator_options: dict[str, str] = field(default_factory=dict)
+    generator_options: dict[str, str] = field(default_factory=dict)
     consistency_rampup: float = 0.1
     # Linear decay of the learning rate to 0 over this final fraction of training.
     lr_decay_fraction: float = 0.5
@@ -177,6 +182,20 @@ def folder_image_shape(config: TrainConfig) -> tuple[int, int, int] | None:
     return (config.channels or 3, size, size)
 
 
+def network_configs(
+    config: TrainConfig, num_classes: int, image_shape: tuple[int, int, int]
+) -> tuple[DiscriminatorConfig, GeneratorConfig]:
+    """The recipe's networks for the image size, with the run's network options set over them."""
+    disc_config, gen_config = default_configs(num_classes, *image_shape, architecture=config.architecture)  # type: ignore[arg-type]
+    try:
+        return (
+            disc_config.with_overrides(config.discriminator_options),
+            gen_config.with_overrides(config.generator_options),
+        )
+    except ValueError as exc:
+        raise DataError(f"network option: {exc}") from None
+
+
 class Trainer:
     """Owns the networks, optimisers and data of one run; ``fit`` runs it to the end (or to a stop)."""
 
@@ -196,11 +215,7 @@ class Trainer:
         self.background = estimate_background(train_set.images[split.unlabelled[:5000]])
         self.stop_requested = False
 
-        disc_config, gen_config = default_configs(
-            train_set.num_classes,
-            *train_set.image_shape,
-            architecture=config.architecture,  # type: ignore[arg-type]
-        )
+        disc_config, gen_config = network_configs(config, train_set.num_classes, train_set.image_shape)
         on_cuda = self.device.type == "cuda"
         self.bf16 = use_bf16_autocast(self.device, config.precision)
         if on_cuda:

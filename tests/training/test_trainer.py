@@ -144,6 +144,40 @@ def test_bf16_steps_and_the_extra_unlabelled_terms_train_and_are_recorded(
     assert weights and all(t.dtype == torch.float32 for t in weights.values())
 
 
+def test_network_options_shape_the_networks_and_reach_the_model_card(tmp_path: Path) -> None:
+    data = write_bars_dataset(tmp_path / "bars")
+    out = tmp_path / "run"
+    options = ("--architecture", "conv", "--discriminator", "conv_channels=8,16", "--discriminator=convs_per_block=1",
+               "--discriminator=hidden_dropout=0.3", "--generator", "base_channels=16")  # fmt: skip
+    assert cli.main(train_args(data, out, "--epochs", "1", *options)) == 0
+    # The server's loader rebuilds the narrowed networks from the card alone.
+    loaded = load_model_dir(out / "model")
+    assert loaded.card.discriminator.conv_channels == (8, 16) and loaded.card.discriminator.convs_per_block == 1
+    assert loaded.card.discriminator.hidden_dropout == 0.3 and loaded.card.generator.base_channels == 16
+    convs = [m for m in loaded.discriminator.body if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs[:2]] == [8, 16]
+    # A resumed run keeps them: they are part of config.json.
+    assert json.loads((out / "config.json").read_text())["discriminator_options"]["conv_channels"] == "8,16"
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--discriminator=hidden_sizez=10", "unknown DiscriminatorConfig fields"),
+        ("--discriminator=hidden_sizes=10,x", "hidden_sizes='10,x': expected tuple"),
+        ("--generator=latent_size=0.5", "latent_size='0.5': expected int"),
+        ("--generator=latent_distribution=cauchy", "unknown latent distribution"),
+        ("--discriminator=num_classes=3", "follow the dataset"),
+        ("--discriminator=conv_channels", "expected FIELD=VALUE"),
+    ],
+)
+def test_bad_network_options_are_refused_before_training(tmp_path: Path, option: str, message: str) -> None:
+    data = write_bars_dataset(tmp_path / "bars", train_count=300, test_count=10)
+    result = run_cli(*train_args(data, tmp_path / "run", "--epochs", "1", option), check=False)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "state").exists()
+
+
 def test_precision_choice() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert use_bf16_autocast(cpu, "bf16") and not use_bf16_autocast(cuda, "fp32")
