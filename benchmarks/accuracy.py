@@ -3,10 +3,13 @@ images, same budget (DESIGN section 4).
 
 Each row is one `sgan-train` run (a subprocess, timed whole) followed by `sgan-eval` for the realness AUROC
 against out-of-distribution images. Rows are merged into ``benchmarks/results/accuracy.json`` by key
-(dataset, labels per class, seed, mode), so any row can be re-run alone with the command it records, and
+(dataset, labels per class, seed, mode, recipe), so any row can be re-run alone with the command it records, and
 ``accuracy.md`` is rewritten from all rows with the mean and spread over seeds.
 
     python benchmarks/accuracy.py --dataset fashion-mnist --labels-per-class 10 --seeds 0 1 2
+    # Another recipe (its own rows, beside the default's): any sgan-train flags, under a name.
+    python benchmarks/accuracy.py --labels-per-class 100 --seeds 0 1 2 --recipe conv-reference \
+        --train-args="--architecture conv --device cuda"
 
 Model selection uses the validation split only; the test split is read once per run, by sgan-train at the end.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_RECIPE = "default"  # sgan-train's own defaults for the image size
 
 
 def write_digits_ood_set(directory: Path) -> Path:
@@ -50,9 +55,10 @@ def run_row(
     args: argparse.Namespace, labels_per_class: int, seed: int, baseline: bool, ood_dir: Path
 ) -> dict[str, Any]:
     mode = "baseline" if baseline else "ssl"
-    run_dir = Path(args.runs_dir) / f"{args.dataset}-{labels_per_class}-seed{seed}-{mode}"
+    recipe_suffix = "" if args.recipe == DEFAULT_RECIPE else f"-{args.recipe}"
+    run_dir = Path(args.runs_dir) / f"{args.dataset}-{labels_per_class}-seed{seed}-{mode}{recipe_suffix}"
     command = ["sgan-train", "--dataset", args.dataset, "--labels-per-class", str(labels_per_class),
-               "--seed", str(seed), "--out", str(run_dir), "--no-progress"]  # fmt: skip
+               "--seed", str(seed), "--out", str(run_dir), "--no-progress", *shlex.split(args.train_args)]  # fmt: skip
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     if args.epochs is not None:
@@ -78,6 +84,7 @@ def run_row(
         "labels_per_class": labels_per_class,
         "seed": seed,
         "mode": mode,
+        "recipe": args.recipe,
         "test_accuracy": card["metrics"]["test_accuracy"],
         "validation_accuracy": card["metrics"]["validation_accuracy"],
         "best_epoch": card["training"]["best_epoch"],
@@ -95,7 +102,7 @@ def run_row(
 
 
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["dataset"], row["labels_per_class"], row["seed"], row["mode"])
+    return (row["dataset"], row["labels_per_class"], row["seed"], row["mode"], row.get("recipe", DEFAULT_RECIPE))
 
 
 def summarise(rows: list[dict[str, Any]]) -> str:
@@ -112,21 +119,22 @@ def summarise(rows: list[dict[str, Any]]) -> str:
         "best epoch is chosen on the validation split (5,000 training images never labelled), the test split",
         "is read once per run. AUROC: realness score, test set vs out-of-distribution images (higher = better).",
         "",
-        "| dataset | labels/class | mode | seeds | test accuracy % | gain (points) | AUROC noise | AUROC digits | "
-        "wall s/run | device, precision |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | labels/class | recipe | mode | seeds | test accuracy % | gain (points) | AUROC noise | "
+        "AUROC digits | wall s/run | device, precision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["dataset"], row["labels_per_class"], row["mode"]), []).append(row)
-    for (dataset, labels, mode), group in sorted(groups.items()):
+        recipe = row.get("recipe", DEFAULT_RECIPE)
+        groups.setdefault((row["dataset"], row["labels_per_class"], recipe, row["mode"]), []).append(row)
+    for (dataset, labels, recipe, mode), group in sorted(groups.items()):
         accuracies = [r["test_accuracy"] for r in group]
-        baseline = groups.get((dataset, labels, "baseline"))
+        baseline = groups.get((dataset, labels, recipe, "baseline"))
         gain = ""
         if mode == "ssl" and baseline:
             gain = f"{100 * (statistics.mean(accuracies) - statistics.mean(r['test_accuracy'] for r in baseline)):+.2f}"
         lines.append(
-            f"| {dataset} | {labels} | {mode} | {len(group)} | {spread(accuracies)} | {gain} | "
+            f"| {dataset} | {labels} | {recipe} | {mode} | {len(group)} | {spread(accuracies)} | {gain} | "
             f"{statistics.mean(r['ood_auroc_noise'] for r in group):.3f} | "
             f"{statistics.mean(r['ood_auroc_digits'] for r in group):.3f} | "
             f"{statistics.mean(r['wall_seconds'] for r in group):.0f} | "
@@ -163,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, help="default: the recipe's")
     parser.add_argument("--modes", nargs="+", choices=("ssl", "baseline"), default=["ssl", "baseline"])
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="a name for the rows of this recipe")
+    parser.add_argument("--train-args", default="", help="extra sgan-train flags of the recipe, one string")
     parser.add_argument("--runs-dir", default="runs/benchmarks")
     parser.add_argument("--results", default=str(RESULTS_DIR / "accuracy"), help="path stem for .json and .md")
     parser.add_argument("--summarise-only", action="store_true", help="rewrite the .md from the .json, run nothing")
     args = parser.parse_args(argv)
+    if args.train_args and args.recipe == DEFAULT_RECIPE:
+        parser.error("--train-args changes the recipe: name it with --recipe")
 
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
