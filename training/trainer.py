@@ -132,10 +132,10 @@ class TrainConfig:
     # still poor. None takes the recipe's default.
     consistency_weight: float | None = None
     consistency_shift: int = 2
+    consistency_rampup: float = 0.1
     # Network fields set over the recipe's, as text (``{"conv_channels": "32,64"}``): see ``with_overrides``.
     discriminator_options: dict[str, str] = field(default_factory=dict)
     generator_options: dict[str, str] = field(default_factory=dict)
-    consistency_rampup: float = 0.1
     # Linear decay of the learning rate to 0 over this final fraction of training.
     lr_decay_fraction: float = 0.5
     device: str = "auto"
