@@ -7,7 +7,7 @@ without any code outside ``model/`` knowing the recipe that produced it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from typing_extensions import Self
 
@@ -21,6 +21,8 @@ class _NetworkConfig:
     channels: int
     height: int
     width: int
+    # Fields that follow the dataset (and, for the discriminator, --architecture): never overridden by hand.
+    fixed_fields: ClassVar[frozenset[str]] = frozenset({"num_classes", "channels", "height", "width"})
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -43,7 +45,7 @@ class _NetworkConfig:
         parsed as the type of the field's current value; tuples are comma-separated. Unknown fields and values
         that do not parse raise ValueError, as do values the config's own checks refuse."""
         current = self.to_dict()
-        fixed = set(overrides) & {"num_classes", "channels", "height", "width", "architecture"}
+        fixed = set(overrides) & self.fixed_fields
         if fixed:
             raise ValueError(f"{sorted(fixed)} follow the dataset and --architecture; they cannot be overridden")
         unknown = set(overrides) - set(current)
@@ -69,6 +71,8 @@ class _NetworkConfig:
 class DiscriminatorConfig(_NetworkConfig):
     """The K+1 discriminator: K class logits; the fake class has its logit fixed at 0 (Salimans et al. 2016)."""
 
+    # --architecture picks the discriminator (and the recipe around it); the generator's may be set apart.
+    fixed_fields: ClassVar[frozenset[str]] = _NetworkConfig.fixed_fields | {"architecture"}
     num_classes: int
     channels: int = 1
     height: int = 28

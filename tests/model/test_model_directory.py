@@ -102,6 +102,18 @@ def test_conv_blocks_have_the_configured_depth_and_halve_the_resolution(convs_pe
         DiscriminatorConfig(num_classes=10, architecture="conv", convs_per_block=0)
 
 
+def test_overrides_parse_by_field_type_and_keep_the_data_fields() -> None:
+    disc, gen = default_configs(10, 1, 28, 28, architecture="conv")
+    narrowed = disc.with_overrides({"conv_channels": "32, 64", "hidden_dropout": "0.3", "convs_per_block": "1"})
+    assert (narrowed.conv_channels, narrowed.hidden_dropout, narrowed.convs_per_block) == ((32, 64), 0.3, 1)
+    assert gen.with_overrides({"architecture": "mlp"}).architecture == "mlp"  # a generator of another kind
+    for field, value in (("architecture", "mlp"), ("num_classes", "3"), ("height", "32")):
+        with pytest.raises(ValueError, match="cannot be overridden"):
+            disc.with_overrides({field: value})
+    with pytest.raises(ValueError, match="channels"):
+        gen.with_overrides({"channels": "3"})
+
+
 def test_configs_round_trip_and_refuse_unknown_fields() -> None:
     config = DiscriminatorConfig(num_classes=3, hidden_sizes=(8, 4))
     assert DiscriminatorConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
