@@ -80,7 +80,7 @@ class DiscriminatorConfig(_NetworkConfig):
     architecture: Architecture = "mlp"
     # MLP recipe (improved-GAN MNIST): 784-1000-500-250-250-250-K.
     hidden_sizes: tuple[int, ...] = (1000, 500, 250, 250, 250)
-    # Conv recipe (improved-GAN CIFAR, narrowed by default for CPUs): blocks of three 3x3 convs.
+    # Conv recipe (improved-GAN CIFAR, its 96/192 channels): blocks of ``convs_per_block`` 3x3 convs.
     conv_channels: tuple[int, ...] = (96, 192)
     # 3x3 convs per block (the last one strided): 3 in the reference; fewer make a net a CPU can train.
     convs_per_block: int = 3
