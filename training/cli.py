@@ -76,15 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument(
         "--consistency-shift", type=int, default=2, help="largest shift in pixels of the teacher's view"
     )
-    recipe.add_argument(
-        "--vat-weight",
-        type=float,
-        help="weight of the virtual adversarial term: D's class probabilities on unlabelled images vs on the "
-        "images moved by --vat-epsilon in the direction that changes them most",
-    )
-    recipe.add_argument(
-        "--vat-epsilon", type=float, default=2.0, help="L2 size of that move, in [0, 1] pixels over the image"
-    )
     recipe.add_argument("--ema-decay", type=float, default=0.999, help="EMA of D's weights used for evaluation")
     networks = parser.add_argument_group(
         "networks",
@@ -136,8 +127,6 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
         entropy_weight=args.entropy_weight,
         consistency_weight=args.consistency_weight,
         consistency_shift=args.consistency_shift,
-        vat_weight=args.vat_weight,
-        vat_epsilon=args.vat_epsilon,
         discriminator_options=dict(args.discriminator),
         generator_options=dict(args.generator),
         device=args.device,

@@ -47,12 +47,3 @@ def consistency_loss(logits_student: torch.Tensor, logits_teacher: torch.Tensor)
     p_student = F.softmax(logits_student.float(), dim=1)
     p_teacher = F.softmax(logits_teacher.float(), dim=1).detach()
     return (p_student - p_teacher).pow(2).sum(dim=1).mean()
-
-
-def virtual_adversarial_loss(target_log_probs: torch.Tensor, logits_perturbed: torch.Tensor) -> torch.Tensor:
-    """KL(p(y | x) || p(y | x + r_adv)) summed over the K classes, averaged over the batch: the local
-    distributional smoothness term of virtual adversarial training (Miyato et al. 2018). ``target_log_probs``
-    (the clean prediction) carries no gradient."""
-    target_log_probs = target_log_probs.detach().float()
-    log_q = F.log_softmax(logits_perturbed.float(), dim=1)
-    return (target_log_probs.exp() * (target_log_probs - log_q)).sum(dim=1).mean()

@@ -56,7 +56,6 @@ from training.losses import (
     feature_matching_loss,
     supervised_loss,
     unsupervised_loss,
-    virtual_adversarial_loss,
 )
 from training.runtime import (
     Distributed,
@@ -85,7 +84,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "fake_noise_fraction": 0.1,
         "entropy_weight": 0.0,
         "consistency_weight": 0.0,
-        "vat_weight": 0.0,
     },
     "conv": {
         "learning_rate": 3e-4,
@@ -95,7 +93,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "fake_noise_fraction": 0.0,
         "entropy_weight": 0.0,
         "consistency_weight": 0.0,
-        "vat_weight": 0.0,
     },
 }
 SAMPLE_GRID_SIZE = 100
@@ -136,11 +133,6 @@ class TrainConfig:
     consistency_weight: float | None = None
     consistency_shift: int = 2
     consistency_rampup: float = 0.1
-    # Weight of the virtual adversarial term (Miyato et al. 2018): D's class probabilities on each unlabelled
-    # image against those on the image moved by ``vat_epsilon`` (L2 norm, [0, 1] pixels) in the direction that
-    # changes them most. None takes the recipe's default.
-    vat_weight: float | None = None
-    vat_epsilon: float = 2.0
     # Network fields set over the recipe's, as text (``{"conv_channels": "32,64"}``): see ``with_overrides``.
     discriminator_options: dict[str, str] = field(default_factory=dict)
     generator_options: dict[str, str] = field(default_factory=dict)
@@ -170,7 +162,7 @@ class TrainConfig:
                 "augment_flip": recipe["augment_flip"] if self.augment_flip is None else self.augment_flip,
                 **{
                     name: recipe[name] if getattr(self, name) is None else getattr(self, name)
-                    for name in ("fake_noise_fraction", "entropy_weight", "consistency_weight", "vat_weight")
+                    for name in ("fake_noise_fraction", "entropy_weight", "consistency_weight")
                 },
             }
         )
@@ -359,32 +351,6 @@ class Trainer:
         finally:
             teacher.train()
 
-    def _virtual_adversarial_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x + r_adv, log p(y | x)) for a float batch: r_adv of L2 size ``vat_epsilon`` per image along the
-        direction that most changes D's class probabilities, from one power iteration (Miyato et al. 2018).
-
-        D runs in eval mode here (no noise, no dropout), so the direction found is D's own sensitivity rather than
-        a draw of its noise, and with its weights frozen (the bare D, so DDP sees no extra forward)."""
-
-        def unit(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor / tensor.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (tensor.dim() - 1))
-
-        disc = self.discriminator
-        disc.eval()
-        disc.requires_grad_(False)
-        try:
-            with torch.no_grad():
-                target = torch.log_softmax(disc(images).float(), dim=1)
-            # A probe of L2 size 1 (a few hundredths of a pixel level per pixel): small next to epsilon, yet
-            # far above bf16's resolution, so the finite difference survives autocast.
-            probe = unit(torch.randn_like(images)).requires_grad_(True)
-            divergence = virtual_adversarial_loss(target, disc(images + probe))
-            (gradient,) = torch.autograd.grad(divergence, probe)
-        finally:
-            disc.requires_grad_(True)
-            disc.train()
-        return (images + self.config.vat_epsilon * unit(gradient.float())).detach(), target
-
     def _train_step(
         self,
         labelled_idx: torch.Tensor,
@@ -412,15 +378,10 @@ class Trainer:
             noise_count = int(batch * (self.config.fake_noise_fraction or 0.0))
             if noise_count:
                 fake = torch.cat([torch.rand_like(fake[:noise_count]), fake[noise_count:]])
-            inputs = [x_labelled, x_unlabelled, fake]
-            if self.config.vat_weight:
-                x_adversarial, vat_target = self._virtual_adversarial_images(x_unlabelled)
-                inputs.append(x_adversarial)
-            # One forward over all the batches: the discriminator has no batch statistics, so this is the same
-            # as one pass each, and faster.
-            logits_labelled, logits_unlabelled, logits_fake, *logits_adversarial = self.disc_step(
-                torch.cat(inputs)
-            ).split(batch)
+            # One forward over the three batches: the discriminator has no batch statistics, so this is
+            # the same as three passes, and faster.
+            logits = self.disc_step(torch.cat([x_labelled, x_unlabelled, fake]))
+            logits_labelled, logits_unlabelled, logits_fake = logits.split(batch)
             loss_sup = supervised_loss(logits_labelled, y_labelled)
             loss_unsup = unsupervised_loss(logits_unlabelled, logits_fake)
             loss_disc = loss_sup + self.config.unsup_weight * loss_unsup
@@ -433,9 +394,6 @@ class Trainer:
                 extra["loss_consistency"] = consistency_loss(logits_unlabelled, teacher_logits)
                 weight = self.config.consistency_weight * self._consistency_ramp(global_step)
                 loss_disc = loss_disc + weight * extra["loss_consistency"]
-            if self.config.vat_weight:
-                extra["loss_vat"] = virtual_adversarial_loss(vat_target, logits_adversarial[0])
-                loss_disc = loss_disc + self.config.vat_weight * extra["loss_vat"]
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss_disc.backward()
         self.disc_optimizer.step()
@@ -564,8 +522,6 @@ class Trainer:
                 "fake_noise_fraction": config.fake_noise_fraction,
                 "entropy_weight": config.entropy_weight,
                 "consistency_weight": config.consistency_weight,
-                "vat_weight": config.vat_weight,
-                "vat_epsilon": config.vat_epsilon if config.vat_weight else None,
                 "device": str(self.device),
                 "precision": "bf16" if self.bf16 else "fp32",
                 "duration_seconds": round(self.elapsed_seconds, 1),
