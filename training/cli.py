@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recipe.add_argument("--architecture", choices=("mlp", "conv"), help="default: mlp for 28x28 gray, else conv")
     recipe.add_argument("--batch-size", type=int, default=100)
-    recipe.add_argument("--learning-rate", type=float, help="default: the recipe's (3e-3 mlp, 3e-4 conv)")
+    recipe.add_argument("--learning-rate", type=float, help="default: the recipe's (1e-3 mlp, 3e-4 conv)")
     recipe.add_argument("--unsup-weight", type=float, default=1.0, help="weight of the unsupervised loss")
     recipe.add_argument("--augment-shift", type=int, help="random translation of training images, in pixels")
     recipe.add_argument(
