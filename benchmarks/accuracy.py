@@ -8,8 +8,8 @@ against out-of-distribution images. Rows are merged into ``benchmarks/results/ac
 
     python benchmarks/accuracy.py --dataset fashion-mnist --labels-per-class 10 --seeds 0 1 2
     # Another recipe (its own rows, beside the default's): any sgan-train flags, under a name.
-    python benchmarks/accuracy.py --labels-per-class 100 --seeds 0 1 2 --recipe conv-reference \
-        --train-args="--architecture conv --device cuda"
+    python benchmarks/accuracy.py --labels-per-class 10 100 --seeds 0 1 2 --recipe conv-reference \
+        --train-args="--architecture conv --fake-noise-fraction 0.1"   # a CUDA machine: --device auto finds it
 
 Model selection uses the validation split only; the test split is read once per run, by sgan-train at the end.
 """
