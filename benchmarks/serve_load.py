@@ -587,7 +587,7 @@ def benchmark_png(data_dir: str | None) -> tuple[bytes, str]:
 
 
 def build_random_standin(directory: Path) -> Path:
-    """The bundled model's architecture (784-1000-500-250-250-250-10 MLP) with random weights, float16 files."""
+    """The default 28x28 architecture (the MLP recipe, 10 classes) with random weights, float16 files."""
     import torch
 
     from model import Discriminator, Generator, ModelCard, default_configs, normalization_record, save_model_dir
