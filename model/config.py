@@ -79,8 +79,8 @@ class DiscriminatorConfig(_NetworkConfig):
     width: int = 28
     architecture: Architecture = "mlp"
     # MLP recipe: the improved-GAN MNIST net (784-1000-500-250-250-250-K) less its last two 250-unit layers.
-    # On Fashion-MNIST (validation, seeds 0-2, benchmarks/results/recipe_search.md) its mean best validation accuracy is 78.31% vs 77.36 at 10
-    # labels/class and 84.96% vs 84.17 at 100, and a step costs a fifth less.
+    # Fashion-MNIST, mean best validation accuracy over seeds 0-2 (benchmarks/results/recipe_search.md):
+    # 78.31% vs 77.36 at 10 labels/class, 84.96% vs 84.17 at 100; and a step costs a fifth less.
     hidden_sizes: tuple[int, ...] = (1000, 500, 250)
     # Conv recipe (improved-GAN CIFAR, its 96/192 channels): blocks of ``convs_per_block`` 3x3 convs.
     conv_channels: tuple[int, ...] = (96, 192)
