@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data import DataError, ImageDataset, load_dataset, split_semi_supervised
+from training.config import TrainConfig
+from training.readers import DataError, ImageDataset, load_dataset
 from training.runtime import select_device
-from training.trainer import TrainConfig, Trainer
+from training.split import split_semi_supervised
+from training.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed"
 EPOCH_IMAGES = 55_000  # Fashion-MNIST's 60,000 training images less the 5,000 validation images
@@ -43,14 +45,11 @@ def training_images() -> ImageDataset:
 
 def time_steps(trainer: Trainer, warmup: int, steps: int) -> float:
     """Seconds per step, after ``warmup`` steps (cuDNN autotuning, compilation, allocator warm-up)."""
-    labelled, unlabelled, matching = trainer._epoch_order(0)
-    batch = trainer.config.batch_size
+    orders = trainer.epoch_order(0)
 
     def run(first: int, count: int) -> None:
         for step in range(first, first + count):
-            window = slice(step * batch, (step + 1) * batch)
-            trainer._train_step(labelled[window], unlabelled[window], matching[window])
-            trainer.update_ema(step + 1)
+            trainer.step(orders, step, step)
 
     run(0, warmup)
     if trainer.device.type == "cuda":

@@ -78,13 +78,12 @@ class DiscriminatorConfig(_NetworkConfig):
     height: int = 28
     width: int = 28
     architecture: Architecture = "mlp"
-    # MLP recipe: the improved-GAN MNIST net (784-1000-500-250-250-250-K) less its last two 250-unit layers.
-    # Fashion-MNIST, mean best validation accuracy over seeds 0-2 (benchmarks/results/recipe_search.md):
-    # 78.31% vs 77.36 at 10 labels/class, 84.96% vs 84.17 at 100; and a step costs a fifth less.
+    # MLP recipe: the improved-GAN MNIST net (784-1000-500-250-250-250-K) less its last two 250-unit layers,
+    # chosen on validation and a fifth cheaper a step (benchmarks/results/recipe_search.md).
     hidden_sizes: tuple[int, ...] = (1000, 500, 250)
     # Conv recipe (improved-GAN CIFAR, its 96/192 channels): blocks of ``convs_per_block`` 3x3 convs.
     conv_channels: tuple[int, ...] = (96, 192)
-    # 3x3 convs per block (the last one strided): 3 in the reference; fewer make a net a CPU can train.
+    # 3x3 convs per block (the last one strided): 3 in the reference.
     convs_per_block: int = 3
     # Regularisers from the reference code: Gaussian noise (MLP) or dropout (conv), active in train mode only.
     input_noise_std: float = 0.3

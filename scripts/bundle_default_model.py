@@ -16,8 +16,8 @@ import sys
 import torch
 
 from model import BUNDLED_MODEL_DIR, load_model_dir, read_card, save_model_dir
-from training.data import load_dataset
 from training.evaluate import classification_report
+from training.readers import load_dataset
 
 
 def main(argv: list[str] | None = None) -> int:

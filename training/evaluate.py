@@ -15,7 +15,7 @@ import torch
 
 from model import Discriminator, ModelDirectoryError, load_model_dir, realness_from_logits
 from model.preprocessing import pixels_to_tensor
-from training.data import DataError, ImageDataset, load_dataset
+from training.readers import DataError, ImageDataset, load_dataset
 from training.runtime import select_device
 
 logger = logging.getLogger(__name__)

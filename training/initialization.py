@@ -30,10 +30,10 @@ def initialise_weight_norm_from_data(
         std = output.std(dim=reduce_dims) + 1e-6
         scale = (output_scale if module is output_layer else 1.0) / std
         # weight = g * v / ||v||: scaling g scales the output of that unit linearly.
-        gain = module.parametrizations.weight.original0  # type: ignore[union-attr]
+        gain: torch.Tensor = module.parametrizations.weight.original0  # type: ignore[union-attr, assignment]
         gain.mul_(scale.view((-1,) + (1,) * (gain.dim() - 1)))  # g is (out, 1, ...) for weight_norm(dim=0)
         if module.bias is not None:
-            module.bias.sub_(mean).mul_(scale)
+            module.bias.sub_(mean).mul_(scale)  # type: ignore[operator]
         shape = [1, -1] + [1] * (output.dim() - 2)
         return (output - mean.view(shape)) * scale.view(shape)
 

@@ -31,19 +31,3 @@ def feature_matching_loss(features_real: torch.Tensor, features_fake: torch.Tens
     """L_G = || mean_batch f(x) - mean_batch f(G(z)) ||^2 over an intermediate discriminator layer f
     (Salimans et al. 2016, section 3.1). ``features_real`` carries no gradient in the generator step."""
     return (features_real.float().mean(dim=0) - features_fake.float().mean(dim=0)).pow(2).sum()
-
-
-def conditional_entropy_loss(logits_unlabelled: torch.Tensor) -> torch.Tensor:
-    """H(p(y | x_u, real)) averaged over the batch: pushes D's class boundaries away from dense unlabelled
-    regions (the conditional-entropy term of Dai et al. 2017, "Good Semi-supervised Learning That Requires a
-    Bad GAN")."""
-    log_p = F.log_softmax(logits_unlabelled.float(), dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1).mean()
-
-
-def consistency_loss(logits_student: torch.Tensor, logits_teacher: torch.Tensor) -> torch.Tensor:
-    """|| p(y | x_u) - p_teacher(y | x_u') ||^2 summed over the K classes, averaged over the batch: the mean-
-    teacher term (Tarvainen & Valpola 2017), where the teacher is the EMA of D and x_u' an augmented view."""
-    p_student = F.softmax(logits_student.float(), dim=1)
-    p_teacher = F.softmax(logits_teacher.float(), dim=1).detach()
-    return (p_student - p_teacher).pow(2).sum(dim=1).mean()

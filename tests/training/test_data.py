@@ -13,15 +13,9 @@ import pytest
 from PIL import Image
 
 from model.preprocessing import image_to_array
-from training import data
-from training.data import (
-    KNOWN_DATASETS,
-    DataError,
-    DatasetNotFoundError,
-    ImageDataset,
-    load_dataset,
-    split_semi_supervised,
-)
+from training.readers import KNOWN_DATASETS, DataError, DatasetNotFoundError, ImageDataset, known, load_dataset
+from training.readers.idx import IDX_FILE_NAMES
+from training.split import split_semi_supervised
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -29,9 +23,9 @@ REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 @pytest.fixture(autouse=True)
 def isolated_search_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Known names must resolve only to what a test wrote: no env var, no ./data, no system datasets."""
-    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.delenv(known.DATA_DIR_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "SYSTEM_DATASETS_DIR", tmp_path / "system-datasets")
+    monkeypatch.setattr(known, "SYSTEM_DATASETS_DIR", tmp_path / "system-datasets")
 
 
 def tiny_arrays(count: int, height: int = 5, width: int = 7, classes: int = 3, seed: int = 0):
@@ -44,7 +38,7 @@ def tiny_arrays(count: int, height: int = 5, width: int = 7, classes: int = 3, s
 
 def write_idx(directory: Path, split: str, images: np.ndarray, labels: np.ndarray, gzipped: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    images_name, labels_name = data.IDX_FILE_NAMES[split]
+    images_name, labels_name = IDX_FILE_NAMES[split]
     count, height, width = images.shape
     image_bytes = (0x00000803).to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in (count, height, width))
     label_bytes = (0x00000801).to_bytes(4, "big") + count.to_bytes(4, "big")
@@ -327,7 +321,7 @@ def test_known_name_resolves_via_environment_and_torchvision_layout(
 ) -> None:
     raw_dir = tmp_path / "env-store" / "mnist" / "MNIST" / "raw"  # where torchvision's MNIST writes
     write_idx(raw_dir, "test", *tiny_arrays(5, 28, 28, classes=10), gzipped=False)
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "env-store"))
+    monkeypatch.setenv(known.DATA_DIR_ENV, str(tmp_path / "env-store"))
 
     dataset = load_dataset("MNIST", "test")
 
@@ -341,14 +335,14 @@ def test_a_path_to_a_known_dataset_folder_keeps_its_class_names(tmp_path: Path) 
 
 
 def test_data_dir_comes_before_the_system_datasets(tmp_path: Path) -> None:
-    write_idx(data.SYSTEM_DATASETS_DIR / "kmnist", "train", *tiny_arrays(3, classes=2), gzipped=True)
+    write_idx(known.SYSTEM_DATASETS_DIR / "kmnist", "train", *tiny_arrays(3, classes=2), gzipped=True)
     write_idx(tmp_path / "mine", "train", *tiny_arrays(7, classes=2), gzipped=True)
     assert len(load_dataset("kmnist", "train", data_dir=tmp_path / "mine")) == 7
-    assert load_dataset("kmnist", "train").source == str(data.SYSTEM_DATASETS_DIR / "kmnist")
+    assert load_dataset("kmnist", "train").source == str(known.SYSTEM_DATASETS_DIR / "kmnist")
 
 
 def test_not_found_lists_the_places_looked_and_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "env"))
+    monkeypatch.setenv(known.DATA_DIR_ENV, str(tmp_path / "env"))
     with pytest.raises(DatasetNotFoundError) as caught:
         load_dataset("fashion-mnist", "train", data_dir=tmp_path / "given")
     message = str(caught.value)
@@ -358,7 +352,7 @@ def test_not_found_lists_the_places_looked_and_how_to_get_it(tmp_path: Path, mon
         tmp_path / "env",
         tmp_path / "env" / "fashion-mnist",
         tmp_path / "data" / "fashion-mnist",
-        data.SYSTEM_DATASETS_DIR / "fashion-mnist",
+        known.SYSTEM_DATASETS_DIR / "fashion-mnist",
     ]:
         assert f"- {place}\n" in message + "\n"
     assert "apt-get install -y dataset-fashion-mnist" in message
@@ -432,7 +426,7 @@ def test_split_rejects_impossible_requests() -> None:
 def test_real_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     if not REAL_FASHION_MNIST.is_dir():
         pytest.skip(f"{REAL_FASHION_MNIST} is absent: apt-get install -y dataset-fashion-mnist")
-    monkeypatch.setattr(data, "SYSTEM_DATASETS_DIR", REAL_FASHION_MNIST.parent)
+    monkeypatch.setattr(known, "SYSTEM_DATASETS_DIR", REAL_FASHION_MNIST.parent)
 
     train = load_dataset("fashion-mnist", "train")
     test = load_dataset("fashion-mnist", "test")

@@ -8,8 +8,6 @@ import pytest
 import torch
 
 from training.losses import (
-    conditional_entropy_loss,
-    consistency_loss,
     feature_matching_loss,
     supervised_loss,
     unsupervised_loss,
@@ -40,7 +38,7 @@ def test_unsupervised_loss_matches_minus_log_d_real_minus_log_one_minus_d_fake()
         - 0.5 * (math.log(1 - d([-2, -3])) + math.log(1 - d([0.5, 0.5]))) / 2
     )
     assert unsupervised_loss(logits_unlabelled, logits_fake).item() == pytest.approx(by_hand, rel=1e-6)
-    # The stable form in DESIGN section 3, term by term.
+    # The stable form in docs/design.md (Algorithm), term by term.
     lse_u = [math.log(2.0), math.log(math.exp(1) + math.exp(-1))]
     lse_f = [math.log(math.exp(-2) + math.exp(-3)), math.log(2 * math.exp(0.5))]
     stable = (
@@ -64,22 +62,3 @@ def test_feature_matching_is_squared_distance_between_batch_means() -> None:
     feature_matching_loss(real, fake).backward()
     # d/dfake_i = -2 (mean_real - mean_fake) / B
     assert torch.allclose(fake.grad, torch.tensor([[-1.0, -2.0], [-1.0, -2.0]]))
-
-
-def test_conditional_entropy_is_the_mean_entropy_of_the_class_distribution() -> None:
-    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # p = (1/2, 1/2) and (3/4, 1/4)
-    by_hand = (math.log(2) - (0.75 * math.log(0.75) + 0.25 * math.log(0.25))) / 2
-    assert conditional_entropy_loss(logits).item() == pytest.approx(by_hand, rel=1e-6)
-    # Confident predictions have (almost) no entropy.
-    assert conditional_entropy_loss(torch.tensor([[50.0, 0.0]])).item() == pytest.approx(0.0, abs=1e-6)
-
-
-def test_consistency_is_squared_distance_between_class_probabilities_and_spares_the_teacher() -> None:
-    student = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]], requires_grad=True)  # (1/2, 1/2), (3/4, 1/4)
-    teacher = torch.tensor([[math.log(3.0), 0.0], [math.log(3.0), 0.0]], requires_grad=True)
-    by_hand = ((0.25**2 + 0.25**2) + 0.0) / 2
-    loss = consistency_loss(student, teacher)
-    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
-    loss.backward()
-    assert teacher.grad is None  # the teacher is a target, not trained through this term
-    assert student.grad is not None and student.grad[0].abs().sum() > 0
