@@ -1,6 +1,6 @@
 """The HTTP service: FastAPI app factory, settings, image decoding, micro-batching engine, routes, web page.
 
-Imports ``model`` only, never ``training`` (DESIGN section 2).
+Imports ``model`` only, never ``training`` (docs/design.md, Layout).
 """
 
 from app.main import create_app

@@ -1,27 +1,24 @@
-"""Uploads -> the discriminator's input: decode and validate untrusted bytes, then normalise exactly as in
-training (``model.preprocessing``).
+"""Untrusted uploads -> the discriminator's input: identify and size-check the client's bytes, then hand the
+pixel work to the model's own pipeline (``model.imaging``), exactly as in training.
 
-Every failure is an ``ImageError`` carrying the HTTP status a client should see; nothing a client sends can
-escape as another exception.
+Every failure is an ``ImageError`` carrying the HTTP status a client should see (docs/design.md, HTTP
+contract); nothing a client sends can escape as another exception.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
 
 from model import ModelCard
-from model.preprocessing import estimate_background, image_to_array
+from model.imaging import InvertMode, to_model_pixels
 
 logger = logging.getLogger(__name__)
-
-InvertMode = Literal["auto", "true", "false"]
 
 # The only parsers that ever see client bytes: the formats the service promises.
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
@@ -29,7 +26,8 @@ SUPPORTED_TYPES_TEXT = "PNG, JPEG, WebP, GIF or BMP"
 # Uploads of at most this many pixels are decoded on the event loop, larger ones in a worker thread. Measured on
 # the 2-core benchmark machine: prepare_image takes 50 us for a 28x28 PNG and 89 us for 64x64 (158 us at
 # 128x128, 495 us at 256x256), while a round trip through the thread pool alone takes 50-100 us plus GIL
-# hand-offs, and Pillow holds the GIL for most of such a small decode anyway. A photo still never stalls the loop.
+# hand-offs, and Pillow holds the GIL for most of such a small decode anyway (benchmarks/results/serving.md).
+# A photo still never stalls the loop.
 INLINE_DECODE_MAX_PIXELS = 64 * 64
 # Image media types a client may declare that we know we cannot decode: a 415, not a 400, when decoding fails.
 _UNSUPPORTED_DECLARED = ("image/svg", "image/heic", "image/heif", "image/avif", "image/tiff", "image/x-icon")
@@ -52,6 +50,35 @@ class PreparedImage:
     source_size: tuple[int, int]  # (width, height) as uploaded, before EXIF rotation
 
 
+async def prepare_upload(
+    data: bytes,
+    card: ModelCard,
+    max_pixels: int,
+    invert: InvertMode = "auto",
+    declared_type: str | None = None,
+) -> PreparedImage:
+    """``prepare_image`` for a request handler: the header is read on the event loop (cheap, and it gives the
+    pixel count); a small image is decoded there too, a large one in a worker thread (INLINE_DECODE_MAX_PIXELS)."""
+    image = open_image(data, max_pixels, declared_type)
+    width, height = image.size
+    if width * height <= INLINE_DECODE_MAX_PIXELS:
+        return decode_image(image, card, max_pixels, invert)
+    # Decoding a large image is CPU work in C that mostly releases the GIL: a thread keeps the event loop free.
+    return await run_in_threadpool(decode_image, image, card, max_pixels, invert)
+
+
+def prepare_image(
+    data: bytes,
+    card: ModelCard,
+    max_pixels: int,
+    invert: InvertMode = "auto",
+    declared_type: str | None = None,
+) -> PreparedImage:
+    """Bytes -> uint8 (C, H, W) ready for the engine: decoded, EXIF-rotated, converted, resized and matched to
+    the training images' background polarity. Blocking: ``open_image`` then ``decode_image``."""
+    return decode_image(open_image(data, max_pixels, declared_type), card, max_pixels, invert)
+
+
 def open_image(data: bytes, max_pixels: int, declared_type: str | None = None) -> Image.Image:
     """Identify an upload and check its pixel count from the header, without decoding any pixel data."""
     if not data:
@@ -63,7 +90,7 @@ def open_image(data: bytes, max_pixels: int, declared_type: str | None = None) -
         raise _unidentified(data, declared_type) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own guard fired first (at twice its MAX_IMAGE_PIXELS): still the client's oversized image.
-        raise ImageError(413, f"the image has too many pixels, over the limit of {max_pixels}: {exc}") from None
+        raise _too_many_pixels(max_pixels, exc) from None
     except Exception as exc:  # a corrupt header: Pillow raises SyntaxError, ValueError, struct.error, ...
         raise ImageError(400, f"cannot read the image header: {exc}") from None
     width, height = image.size
@@ -74,6 +101,35 @@ def open_image(data: bytes, max_pixels: int, declared_type: str | None = None) -
             413, f"the image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
         )
     return image
+
+
+def decode_image(image: Image.Image, card: ModelCard, max_pixels: int, invert: InvertMode = "auto") -> PreparedImage:
+    """The pixel work of ``prepare_image`` (``model.imaging.to_model_pixels``) on an image ``open_image`` has
+    identified and size-checked; closes it. Its cost grows with the pixel count (``INLINE_DECODE_MAX_PIXELS``)."""
+    source_format = image.format or "unknown"
+    source_size = image.size
+    try:
+        image.load()
+        # Some formats learn their true canvas only while decoding (a GIF frame may grow it): check again.
+        if image.size[0] * image.size[1] > max_pixels:
+            raise ImageError(413, f"the decoded image is {image.size[0]}x{image.size[1]} pixels, over the limit")
+        pixels, inverted = to_model_pixels(image, card.image_shape, card.background, invert)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _too_many_pixels(max_pixels, exc) from None
+    except Exception as exc:
+        # Truncated data ("image file is truncated"), a broken palette, bad EXIF...: all are the client's
+        # bytes, so a 400 that says what the decoder said, never a 500.
+        logger.info("undecodable %s upload: %r", source_format, exc)
+        raise ImageError(400, f"cannot decode the {source_format} image: {exc}") from None
+    finally:
+        image.close()
+    return PreparedImage(pixels, inverted, source_format, source_size)
+
+
+def _too_many_pixels(max_pixels: int, exc: Exception) -> ImageError:
+    return ImageError(413, f"the image has too many pixels, over the limit of {max_pixels}: {exc}")
 
 
 def _unidentified(data: bytes, declared_type: str | None) -> ImageError:
@@ -91,6 +147,8 @@ def _unidentified(data: bytes, declared_type: str | None) -> ImageError:
 
 def _sniff_format(prefix: bytes) -> str | None:
     """Name the format from its signature alone, with Pillow's per-format checks: no other parser runs."""
+    # Hand-rolled over Pillow's registry because Pillow has no public "identify without parsing" call, and a
+    # sniffing library (filetype, libmagic) would be another dependency naming formats unlike Pillow does.
     Image.init()
     for name in Image.ID:
         accept = Image.OPEN[name][1]
@@ -100,77 +158,3 @@ def _sniff_format(prefix: bytes) -> str | None:
         except Exception:  # a check that expected more bytes
             continue
     return None
-
-
-def prepare_image(
-    data: bytes,
-    card: ModelCard,
-    max_pixels: int,
-    invert: InvertMode = "auto",
-    declared_type: str | None = None,
-) -> PreparedImage:
-    """Bytes -> uint8 (C, H, W) ready for ``pixels_to_tensor``: decoded, EXIF-rotated, converted, resized and
-    matched to the training images' background polarity. Blocking: ``open_image`` then ``decode_image``."""
-    return decode_image(open_image(data, max_pixels, declared_type), card, max_pixels, invert)
-
-
-def decode_image(image: Image.Image, card: ModelCard, max_pixels: int, invert: InvertMode = "auto") -> PreparedImage:
-    """The pixel work of ``prepare_image`` on an image ``open_image`` has identified and size-checked; closes
-    it. Its cost grows with the pixel count (``INLINE_DECODE_MAX_PIXELS``)."""
-    source_format = image.format or "unknown"
-    source_size = image.size
-    channels, height, width = card.image_shape
-    try:
-        image.load()
-        # Some formats learn their true canvas only while decoding (a GIF frame may grow it): check again.
-        if image.size[0] * image.size[1] > max_pixels:
-            raise ImageError(413, f"the decoded image is {image.size[0]}x{image.size[1]} pixels, over the limit")
-        pixels = image_to_array(image, channels, height, width)
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(413, f"the image has too many pixels, over the limit of {max_pixels}: {exc}") from None
-    except Exception as exc:
-        # Truncated data ("image file is truncated"), a broken palette, bad EXIF...: all are the client's
-        # bytes, so a 400 that says what the decoder said, never a 500.
-        logger.info("undecodable %s upload: %r", source_format, exc)
-        raise ImageError(400, f"cannot decode the {source_format} image: {exc}") from None
-    finally:
-        image.close()
-
-    # The model only knows its training polarity (e.g. Fashion-MNIST: light garments on black); a photo of a
-    # shirt on a white table must be inverted first. "auto" decides from the image border, as
-    # model.preprocessing.match_background does; the caller can force either way.
-    inverted = invert == "true" or (invert == "auto" and estimate_background(pixels[None]) != card.background)
-    if inverted:
-        pixels = 255 - pixels
-    return PreparedImage(pixels, inverted, source_format, source_size)
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    """uint8 (C, H, W) -> PNG bytes (gray for one channel, RGB for three)."""
-    buffer = io.BytesIO()
-    _to_pil(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def encode_grid_png(images: list[np.ndarray], tile_shape: tuple[int, int, int], padding: int = 2) -> bytes:
-    """Lay uint8 (C, H, W) images out in a near-square grid with a gray gutter; a single gray tile when
-    there are none, so the answer is always a valid PNG."""
-    channels, height, width = tile_shape
-    columns = max(1, math.ceil(math.sqrt(len(images))))
-    rows = max(1, math.ceil(len(images) / columns))
-    grid = np.full(
-        (channels, rows * (height + padding) + padding, columns * (width + padding) + padding), 128, np.uint8
-    )
-    for position, pixels in enumerate(images):
-        top = padding + (position // columns) * (height + padding)
-        left = padding + (position % columns) * (width + padding)
-        grid[:, top : top + height, left : left + width] = pixels
-    return encode_png(grid)
-
-
-def _to_pil(pixels: np.ndarray) -> Image.Image:
-    if pixels.shape[0] == 1:
-        return Image.fromarray(np.ascontiguousarray(pixels[0]))  # (H, W) uint8 -> "L"
-    return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))  # (H, W, 3) uint8 -> "RGB"

@@ -17,6 +17,8 @@ def _too_large(limit: int) -> str:
     return f"the request body is over the limit of {limit} bytes"
 
 
+# Not Starlette's RequestBodyLimitMiddleware (FastAPI's max_body_size): it answers a plain-text "Content Too Large"
+# without the JSON detail of the HTTP contract or "Connection: close", and ignores a malformed Content-Length.
 class BodySizeLimitMiddleware:
     """Refuses a body over ``limit_for_path(path)`` bytes with 413.
 
@@ -71,6 +73,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+# Neither Starlette nor uvicorn bounds the time a request body takes (uvicorn's timeouts: keep-alive, shutdown).
 class BodyTimeoutMiddleware:
     """Answers 408 and closes the connection when a request body is not complete ``timeout_s`` after the request
     started: a client that stalls mid-upload (or trickles bytes, slowloris-style) does not hold a request, its

@@ -1,4 +1,4 @@
-"""Response models: the JSON contract of DESIGN section 6, as OpenAPI shows it at /docs."""
+"""Response models: the JSON contract of docs/design.md (HTTP contract), as OpenAPI shows it at /docs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Accuracy benchmark: the semi-supervised GAN against the labels-only baseline, same network, same labelled
-images, same budget (DESIGN section 4).
+images, same budget (docs/design.md, Evaluation protocol).
 
 Each row is one `sgan-train` run (a subprocess, timed whole) followed by `sgan-eval` for the realness AUROC
 against out-of-distribution images. Rows are merged into ``benchmarks/results/accuracy.json`` by key

@@ -1,7 +1,7 @@
 """The simple alternative that ``serve_load.py`` measures the real server against.
 
 What a first version of the service would look like: FastAPI, the same model directory loaded with the same
-``load_model_dir``, the same preprocessing (``model.preprocessing.image_to_array``) and the same answer fields,
+``load_model_dir``, the same image pipeline (``model.imaging``) and the same answer fields,
 but one discriminator forward pass per request, run inline in the request handler, with torch's default
 thread count. No micro-batching, no off-loop decoding, no limits, no metrics.
 
@@ -24,13 +24,12 @@ from fastapi import FastAPI, HTTPException, Request
 from PIL import Image
 
 from model import BUNDLED_MODEL_DIR, class_probabilities, load_model_dir, realness_from_logits
-from model.preprocessing import estimate_background, image_to_array, pixels_to_tensor
+from model.imaging import pixels_to_tensor, to_model_pixels
 
 
 def create_naive_app(model_dir: Path) -> FastAPI:
     model = load_model_dir(model_dir)
     card = model.card
-    channels, height, width = card.image_shape
     app = FastAPI(title="naive SGAN classifier")
 
     @app.get("/ready")
@@ -41,12 +40,10 @@ def create_naive_app(model_dir: Path) -> FastAPI:
     async def classify(request: Request) -> dict[str, Any]:
         data = await request.body()
         try:
-            pixels = image_to_array(Image.open(io.BytesIO(data)), channels, height, width)  # (C, H, W) uint8
+            # (C, H, W) uint8, in the training polarity
+            pixels, inverted = to_model_pixels(Image.open(io.BytesIO(data)), card.image_shape, card.background)
         except Exception as exc:
             raise HTTPException(status_code=400, detail=f"cannot decode the image: {exc}") from None
-        inverted = estimate_background(pixels[None]) != card.background
-        if inverted:
-            pixels = 255 - pixels
         with torch.inference_mode():
             logits = model.discriminator(pixels_to_tensor(pixels[None]))  # (1, K)
             probabilities = class_probabilities(logits)[0].tolist()

@@ -502,7 +502,7 @@ def _frame_name(frame: str) -> str:
 # frame's file, or a function name), so a sample counts once, for the code closest to the CPU.
 PROFILE_CATEGORIES = (
     ("torch forward pass (engine thread)", ("torch/", "model/networks.py", "model/kplus1.py", "_forward (app/engine")),
-    ("image decode + preprocess", ("PIL/", "model/preprocessing.py", "app/imaging.py")),
+    ("image decode + preprocess", ("PIL/", "model/imaging.py", "app/imaging.py")),
     ("micro-batching engine (queue, hand-off to its thread)", ("app/engine.py",)),
     ("route code (read upload, build the answer)", ("app/routes/",)),
     ("metrics (prometheus-client)", ("app/metrics.py", "prometheus_client/")),
@@ -571,7 +571,7 @@ def benchmark_png(data_dir: str | None) -> tuple[bytes, str]:
     from PIL import Image
 
     try:
-        from training.data import load_dataset
+        from training.readers import load_dataset
 
         dataset = load_dataset("fashion-mnist", "test", data_dir=data_dir)
         pixels = np.asarray(dataset.images[0][0], dtype=np.uint8)  # (28, 28)
@@ -591,7 +591,7 @@ def build_random_standin(directory: Path) -> Path:
     import torch
 
     from model import Discriminator, Generator, ModelCard, default_configs, normalization_record, save_model_dir
-    from training.data import KNOWN_DATASETS
+    from training.readers import KNOWN_DATASETS
 
     torch.manual_seed(0)
     disc_config, gen_config = default_configs(10, 1, 28, 28)
@@ -735,6 +735,21 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render_markdown(results: dict[str, Any], notes: str) -> str:
+    lines = _header_lines(results) + _load_lines(results)
+    if results.get("in_process"):
+        lines += _in_process_lines(results["in_process"])
+    if results.get("sample"):
+        lines += _sample_lines(results["sample"])
+    if results.get("soak"):
+        lines += _soak_lines(results["soak"])
+    if results.get("profile"):
+        lines += _profile_lines(results["profile"])
+    lines += ["", NOTES_MARKER, "", notes.strip("\n"), ""]
+    return "\n".join(lines)
+
+
+def _header_lines(results: dict[str, Any]) -> list[str]:
+    """The title, the machine, the model and the request, then the targets table."""
     env = results["environment"]
     model = (
         "the bundled model"
@@ -768,7 +783,11 @@ def render_markdown(results: dict[str, Any], notes: str) -> str:
     for target in results["targets"]:
         met = {True: "yes", False: "**no**", None: "?"}[target["met"]]
         lines.append(f"| {target['target']} | {target['goal']} | {target['measured']} | {met} |")
-    lines += [
+    return lines
+
+
+def _load_lines(results: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         f"## Load ({results['settings']['duration_s']:g} s per level after a {results['settings']['warmup_s']:g} s "
         "warm-up)",
@@ -789,77 +808,83 @@ def render_markdown(results: dict[str, Any], notes: str) -> str:
             f"{row['rss_mib_before']:.0f} -> {row['rss_mib_after']:.0f} | {row['server_cpu_percent']:.0f} | "
             f"{row['wrk_cpu_percent']:.0f} | {row.get('mean_batch_size') or ''} |"
         )
-    if results.get("in_process"):
-        ip = results["in_process"]
-        lines += [
-            "",
-            "## In-process limit (no HTTP)",
-            "",
-            f"**{ip['images_per_s']:.0f} images/s**: `prepare_image` (decode + preprocess) "
-            f"{ip['decode_us_per_image']:.1f} us per image, then the engine's forward pass in batches of "
-            f"{ip['batch_size']}, {ip['forward_us_per_image']:.1f} us per image ({ip['torch_threads']} torch threads), "
-            "one after the other in one process.",
-        ]
-    if results.get("sample"):
-        lines += [
-            "",
-            "## GET /sample (PNG grid, one request at a time)",
-            "",
-            "| n | requests | p50 ms | p90 ms | p99 ms | mean ms | errors | PNG bytes |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for row in results["sample"]:
-            latency = row["latency_ms"]
-            lines.append(
-                f"| {row['n']} | {row['requests']} | {latency['p50']:.2f} | {latency['p90']:.2f} | "
-                f"{latency['p99']:.2f} | {latency['mean']:.2f} | {row['errors']} | {row['png_bytes']} |"
-            )
-    if results.get("soak"):
-        soak = results["soak"]
-        latency = soak["latency_ms"]
-        lines += [
-            "",
-            f"## Soak ({soak['requests']} requests at concurrency {soak['connections']}, a fresh server)",
-            "",
-            "| requests | req/s | p50 ms | p99 ms | errors | RSS MiB ready | after warm-up | end | peak | growth "
-            "| growth from ready | server log errors |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-            f"| {soak['requests']} | {soak['requests_per_s']:.0f} | {latency['p50']:.2f} | {latency['p99']:.2f} | "
-            f"{soak['errors']['total']} | {soak['rss_mib_ready']:.1f} | {soak['rss_mib_start']:.1f} | "
-            f"{soak['rss_mib_end']:.1f} | {soak['rss_mib_peak']:.1f} | {soak['rss_growth_pct']:+.2f}% | "
-            f"{soak['rss_growth_from_ready_pct']:+.2f}% | {soak['server_log_problems']} |",
-            "",
-            f"Growth is measured from after a {soak['warmup_requests']}-request warm-up (allocator pools and "
-            "torch's lazy set-up fill during the first requests) to the end of the soak.",
-        ]
-    if results.get("profile"):
-        profile = results["profile"]
-        lines += [
-            "",
-            f"## Where the time goes (py-spy, the real server at c={profile['concurrency']})",
-            "",
-            f"{profile['samples']} samples of busy threads, all worker processes, during a load run that made "
-            f"{profile['requests_per_s_while_profiled']:.0f} requests/s while sampled (py-spy shares wrk's core). "
-            "A sample counts for the code closest to the CPU (`PROFILE_CATEGORIES` in serve_load.py); C code "
-            "that runs under the event loop with no Python frame (uvloop, httptools, socket writes) counts as "
-            "the event loop.",
-            "",
-            "| thread | % of samples | | category | % of samples |",
-            "|---|---|---|---|---|",
-        ]
-        thread_rows, category_rows = profile["threads"], profile["categories"]
-        for index in range(max(len(thread_rows), len(category_rows))):
-            thread = thread_rows[index] if index < len(thread_rows) else None
-            category = category_rows[index] if index < len(category_rows) else None
-            lines.append(
-                (f"| {thread['name']} | {thread['percent']} | " if thread else "| | | ")
-                + (f"| {category['name']} | {category['percent']} |" if category else "| | |")
-            )
-        lines += ["", "| function (self) | % | this project's function (inclusive) | % |", "|---|---|---|---|"]
-        for own, inclusive in zip(profile["self"], profile["own_inclusive"], strict=False):
-            lines.append(f"| `{own['name']}` | {own['percent']} | `{inclusive['name']}` | {inclusive['percent']} |")
-    lines += ["", NOTES_MARKER, "", notes.strip("\n"), ""]
-    return "\n".join(lines)
+    return lines
+
+
+def _in_process_lines(ip: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        "## In-process limit (no HTTP)",
+        "",
+        f"**{ip['images_per_s']:.0f} images/s**: `prepare_image` (decode + preprocess) "
+        f"{ip['decode_us_per_image']:.1f} us per image, then the engine's forward pass in batches of "
+        f"{ip['batch_size']}, {ip['forward_us_per_image']:.1f} us per image ({ip['torch_threads']} torch threads), "
+        "one after the other in one process.",
+    ]
+
+
+def _sample_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "## GET /sample (PNG grid, one request at a time)",
+        "",
+        "| n | requests | p50 ms | p90 ms | p99 ms | mean ms | errors | PNG bytes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        latency = row["latency_ms"]
+        lines.append(
+            f"| {row['n']} | {row['requests']} | {latency['p50']:.2f} | {latency['p90']:.2f} | "
+            f"{latency['p99']:.2f} | {latency['mean']:.2f} | {row['errors']} | {row['png_bytes']} |"
+        )
+    return lines
+
+
+def _soak_lines(soak: dict[str, Any]) -> list[str]:
+    latency = soak["latency_ms"]
+    return [
+        "",
+        f"## Soak ({soak['requests']} requests at concurrency {soak['connections']}, a fresh server)",
+        "",
+        "| requests | req/s | p50 ms | p99 ms | errors | RSS MiB ready | after warm-up | end | peak | growth "
+        "| growth from ready | server log errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {soak['requests']} | {soak['requests_per_s']:.0f} | {latency['p50']:.2f} | {latency['p99']:.2f} | "
+        f"{soak['errors']['total']} | {soak['rss_mib_ready']:.1f} | {soak['rss_mib_start']:.1f} | "
+        f"{soak['rss_mib_end']:.1f} | {soak['rss_mib_peak']:.1f} | {soak['rss_growth_pct']:+.2f}% | "
+        f"{soak['rss_growth_from_ready_pct']:+.2f}% | {soak['server_log_problems']} |",
+        "",
+        f"Growth is measured from after a {soak['warmup_requests']}-request warm-up (allocator pools and "
+        "torch's lazy set-up fill during the first requests) to the end of the soak.",
+    ]
+
+
+def _profile_lines(profile: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"## Where the time goes (py-spy, the real server at c={profile['concurrency']})",
+        "",
+        f"{profile['samples']} samples of busy threads, all worker processes, during a load run that made "
+        f"{profile['requests_per_s_while_profiled']:.0f} requests/s while sampled (py-spy shares wrk's core). "
+        "A sample counts for the code closest to the CPU (`PROFILE_CATEGORIES` in serve_load.py); C code "
+        "that runs under the event loop with no Python frame (uvloop, httptools, socket writes) counts as "
+        "the event loop.",
+        "",
+        "| thread | % of samples | | category | % of samples |",
+        "|---|---|---|---|---|",
+    ]
+    thread_rows, category_rows = profile["threads"], profile["categories"]
+    for index in range(max(len(thread_rows), len(category_rows))):
+        thread = thread_rows[index] if index < len(thread_rows) else None
+        category = category_rows[index] if index < len(category_rows) else None
+        lines.append(
+            (f"| {thread['name']} | {thread['percent']} | " if thread else "| | | ")
+            + (f"| {category['name']} | {category['percent']} |" if category else "| | |")
+        )
+    lines += ["", "| function (self) | % | this project's function (inclusive) | % |", "|---|---|---|---|"]
+    for own, inclusive in zip(profile["self"], profile["own_inclusive"], strict=False):
+        lines.append(f"| `{own['name']}` | {own['percent']} | `{inclusive['name']}` | {inclusive['percent']} |")
+    return lines
 
 
 def kept_notes(md_path: Path) -> str:
@@ -980,12 +1005,17 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = evaluate_targets(results)
     for target in results["targets"]:
         print(f"  target {target['target']}: {target['measured']} ({'met' if target['met'] else 'MISSED'})")
-    json_path, md_path = args.results.with_suffix(".json"), args.results.with_suffix(".md")
+    write_results(results, args.results)
+    return 0
+
+
+def write_results(results: dict[str, Any], stem: Path) -> None:
+    """``stem``.json and ``stem``.md, the markdown keeping the hand-written notes below its marker line."""
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     md_path.write_text(render_markdown(results, kept_notes(md_path)))
     print(f"wrote {json_path} and {md_path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Networks, the K+1 math and the model directory format, shared by ``training`` and ``app``.
+"""Networks, the K+1 math, the image pipeline and the model directory format, shared by ``training`` and ``app``.
 
 This package imports neither of them: the arrows go ``app -> model <- training``.
 """

@@ -1,4 +1,4 @@
-"""The model directory: what training writes and the server reads (DESIGN section 5).
+"""The model directory: what training writes and the server reads (docs/design.md, Model directory).
 
 ```
 <model-dir>/

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from model.config import DiscriminatorConfig, GeneratorConfig
@@ -154,3 +155,18 @@ class Generator(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.net(latent)  # (B, C, H, W)
+
+
+def fold_weight_norm(module: nn.Module) -> None:
+    """Replace each weight-normalised layer's ``g * v / ||v||`` by the weight it computes, in place, for inference.
+
+    Training needs the parametrisation; inference does not, yet it recomputes every weight (norms over the whole
+    784x1000 matrix included) on each forward pass. Folding it once makes the bundled MLP's forward pass 2.5x
+    faster for one image and 16% faster for 32, with bit-identical outputs (benchmarks/results/serving.md).
+    """
+    with torch.no_grad():
+        for layer in module.modules():
+            parametrizations = getattr(layer, "parametrizations", None)
+            if isinstance(parametrizations, nn.ModuleDict):
+                for name in list(parametrizations.keys()):
+                    parametrize.remove_parametrizations(layer, name, leave_parametrized=True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from model import Discriminator, ModelDirectoryError, load_model_dir, realness_from_logits
-from model.preprocessing import pixels_to_tensor
+from model.imaging import pixels_to_tensor
 from training.readers import DataError, ImageDataset, load_dataset
 from training.runtime import select_device
 

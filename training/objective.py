@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from model import Discriminator, Generator
+from training.config import TrainConfig
 from training.losses import feature_matching_loss, supervised_loss, unsupervised_loss
 
 Autocast = Callable[[], AbstractContextManager[None]]
@@ -134,3 +135,23 @@ class LabelsOnlyObjective:
 
 
 Objective = SemiSupervisedGANObjective | LabelsOnlyObjective
+
+
+def build_objective(
+    config: TrainConfig,
+    networks: StepNetworks,
+    disc_optimizer: torch.optim.Optimizer,
+    gen_optimizer: torch.optim.Optimizer,
+    autocast: Autocast,
+) -> Objective:
+    """The run's objective: the labels-only baseline with ``--baseline``, else the SSL-GAN."""
+    if config.baseline:
+        return LabelsOnlyObjective(networks, disc_optimizer, autocast=autocast)
+    return SemiSupervisedGANObjective(
+        networks,
+        disc_optimizer,
+        gen_optimizer,
+        unsup_weight=config.unsup_weight,
+        fake_noise_fraction=config.recipe_value("fake_noise_fraction"),
+        autocast=autocast,
+    )

@@ -87,3 +87,29 @@ def init_distributed(device_name: str) -> Distributed:
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+STOP_VOTE_EVERY = 50  # steps between the DDP ranks' votes on stopping
+
+
+def agree_to_stop(distributed: Distributed, device: torch.device, requested: bool, step: int) -> bool:
+    """Whether to stop now. Under DDP every rank must stop at the same step (a rank that leaves early would
+    hang the others in an all-reduce), so the ranks vote every few steps; a world of one answers at once
+    without any sync."""
+    if not distributed.enabled:
+        return requested
+    if step % STOP_VOTE_EVERY:
+        return False
+    flag = torch.tensor([1.0 if requested else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def mean_over_ranks(distributed: Distributed, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    """Per-step means of losses summed on the device, averaged over the ranks (one sync per call)."""
+    averages = {name: total / max(1, count) for name, total in sums.items()}
+    if distributed.enabled:
+        stacked = torch.stack(list(averages.values()))
+        dist.all_reduce(stacked)
+        averages = dict(zip(averages, stacked / distributed.world_size, strict=True))
+    return {name: value.item() for name, value in averages.items()}

@@ -7,16 +7,14 @@ What a step optimises is ``training.objective``; where files go is ``training.ru
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import time
 from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -28,26 +26,24 @@ from model import (
     ModelCard,
     default_configs,
     normalization_record,
-    realness_from_logits,
 )
-from model.preprocessing import estimate_background, pixels_to_tensor
-from model.sampling import images_to_uint8, png_bytes, tile_grid
+from model.imaging import encode_png, estimate_background, pixels_to_tensor, tensor_to_pixels, tile_grid
+from training.batches import epoch_order
 from training.config import TrainConfig
 from training.ema import WeightEMA
-from training.evaluate import auroc, noise_images, predict_logits
 from training.initialization import initialise_weight_norm_from_data
-from training.objective import Batch, LabelsOnlyObjective, Objective, SemiSupervisedGANObjective, StepNetworks
+from training.objective import Batch, Objective, StepNetworks, build_objective
 from training.readers import DataError, ImageDataset
 from training.rundir import RunDirectory
-from training.runtime import Distributed, select_device, use_bf16_autocast
+from training.runtime import Distributed, agree_to_stop, mean_over_ranks, select_device, use_bf16_autocast
 from training.schedule import LinearDecaySchedule
 from training.split import SemiSupervisedSplit
+from training.validation import HeldOutCheck
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_GRID_SIZE = 100
 FIXED_NOISE_SEED = 1234  # its own stream so sample grids are comparable across epochs and resumes
-STOP_VOTE_EVERY = 50  # steps between the DDP ranks' votes on stopping
 
 
 def code_version() -> str:
@@ -69,6 +65,17 @@ def network_configs(
         )
     except ValueError as exc:
         raise DataError(f"network option: {exc}") from None
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands; saved with the state so a resumed run continues from here."""
+
+    epoch: int = 0  # epochs finished
+    step_in_epoch: int = 0  # steps of the current epoch finished (non-zero only after a mid-epoch stop)
+    best_validation_accuracy: float = -1.0
+    best_epoch: int = 0
+    elapsed_seconds: float = 0.0  # training time, across resumes
 
 
 class Trainer:
@@ -99,11 +106,7 @@ class Trainer:
             config.lr_decay_fraction,
         )
         self.objective: Objective | None = None  # built in fit, around the networks the steps call
-        self.epoch = 0
-        self.step_in_epoch = 0
-        self.best_validation_accuracy = -1.0
-        self.best_epoch = 0
-        self.elapsed_seconds = 0.0
+        self.progress = RunProgress()
         self.fixed_noise = self.generator.sample_latent(
             SAMPLE_GRID_SIZE, generator=torch.Generator(self.device).manual_seed(FIXED_NOISE_SEED)
         )
@@ -133,8 +136,7 @@ class Trainer:
         labels = torch.tensor(train_set.labels, device=self.device)
         self.labelled_images, self.labelled_targets = images[split.labelled], labels[split.labelled]
         self.unlabelled_images = images[split.unlabelled]
-        self.validation_images = train_set.images[split.validation]
-        self.validation_labels = train_set.labels[split.validation]
+        self.held_out_check = HeldOutCheck(train_set.images[split.validation], train_set.labels[split.validation])
 
     # ----------------------------------------------------------------------------------------------
     # State
@@ -147,11 +149,7 @@ class Trainer:
                 "ema": self.ema.state_dict(),
                 "disc_optimizer": self.disc_optimizer.state_dict(),
                 "gen_optimizer": self.gen_optimizer.state_dict(),
-                "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch,
-                "best_validation_accuracy": self.best_validation_accuracy,
-                "best_epoch": self.best_epoch,
-                "elapsed_seconds": self.elapsed_seconds,
+                "progress": asdict(self.progress),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
@@ -164,16 +162,12 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.gen_optimizer.load_state_dict(state["gen_optimizer"])
-        self.epoch = int(state["epoch"])
-        self.step_in_epoch = int(state["step_in_epoch"])
-        self.best_validation_accuracy = float(state["best_validation_accuracy"])
-        self.best_epoch = int(state["best_epoch"])
-        self.elapsed_seconds = float(state["elapsed_seconds"])
+        self.progress = RunProgress(**state["progress"])
         torch.set_rng_state(state["torch_rng"].cpu())
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-        self.run_dir.truncate_metrics(self.epoch)
-        logger.info("resumed at epoch %d, step %d", self.epoch + 1, self.step_in_epoch)
+        self.run_dir.truncate_metrics(self.progress.epoch)
+        logger.info("resumed at epoch %d, step %d", self.progress.epoch + 1, self.progress.step_in_epoch)
 
     # ----------------------------------------------------------------------------------------------
     # Setting up the steps
@@ -197,7 +191,10 @@ class Trainer:
         gen_forward: torch.nn.Module = self.generator
         if self.distributed.enabled:
             # Each rank draws its own fakes and noise: a torch stream per rank and resume point.
-            torch.manual_seed(hash((self.config.seed, self.distributed.rank, self.epoch, self.step_in_epoch)) % 2**62)
+            torch.manual_seed(
+                hash((self.config.seed, self.distributed.rank, self.progress.epoch, self.progress.step_in_epoch))
+                % 2**62
+            )
             # Wrapped after initialisation/resume: DDP broadcasts rank 0's weights to every rank here.
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             disc_forward = DistributedDataParallel(self.discriminator, device_ids=device_ids)
@@ -206,41 +203,19 @@ class Trainer:
             disc_forward = torch.compile(disc_forward)  # type: ignore[assignment]
             gen_forward = torch.compile(gen_forward)  # type: ignore[assignment]
         networks = StepNetworks(self.discriminator, self.generator, disc_forward, gen_forward)
-        if self.config.baseline:
-            self.objective = LabelsOnlyObjective(networks, self.disc_optimizer, autocast=self._autocast)
-        else:
-            self.objective = SemiSupervisedGANObjective(
-                networks,
-                self.disc_optimizer,
-                self.gen_optimizer,
-                unsup_weight=self.config.unsup_weight,
-                fake_noise_fraction=self.config.fake_noise_fraction or 0.0,
-                autocast=self._autocast,
-            )
+        self.objective = build_objective(self.config, networks, self.disc_optimizer, self.gen_optimizer, self._autocast)
 
-    # ----------------------------------------------------------------------------------------------
-    # Batches
-    # ----------------------------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Batch order of an epoch, derived from (seed, epoch) so a resumed run sees the same order.
-
-        Under DDP all ranks draw the same permutations of the unlabelled set and each keeps its own strided
-        share, so ranks see disjoint unlabelled batches; every rank has the whole labelled set, in its own order.
-        """
-        rank, world = self.distributed.rank, self.distributed.world_size
-        rng = np.random.default_rng([self.config.seed, epoch])
-        n_unlabelled, n_labelled = len(self.unlabelled_images), len(self.labelled_images)
-        unlabelled = rng.permutation(n_unlabelled)[rank::world]
-        matching = rng.permutation(n_unlabelled)[rank::world]
-        # The labelled set is tiled to the unlabelled size, as in the reference code.
-        rank_rng = np.random.default_rng([self.config.seed, epoch, rank]) if world > 1 else rng
-        repeats = math.ceil(len(unlabelled) / n_labelled)
-        labelled = np.concatenate([rank_rng.permutation(n_labelled) for _ in range(repeats)])[: len(unlabelled)]
-
-        def to_device(order: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(order).to(self.device)
-
-        return to_device(labelled), to_device(unlabelled), to_device(matching)
+        """This rank's batch order of ``epoch`` (``training.batches``), on the device."""
+        order = epoch_order(
+            self.config.seed,
+            epoch,
+            len(self.labelled_images),
+            len(self.unlabelled_images),
+            self.distributed.rank,
+            self.distributed.world_size,
+        )
+        return tuple(torch.from_numpy(indices).to(self.device) for indices in order)  # type: ignore[return-value]
 
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
         """A uint8 batch -> the networks' float input."""
@@ -277,35 +252,22 @@ class Trainer:
             self._initialise()
         self.prepare_step_modules()
         total_epochs = int(self.config.recipe_value("epochs"))
-        while self.epoch < total_epochs and not self.stop_requested:
+        while self.progress.epoch < total_epochs and not self.stop_requested:
             self._run_epoch(total_epochs)
-
-    def _agree_to_stop(self, step: int) -> bool:
-        """Whether to stop now. Under DDP every rank must stop at the same step (a rank that leaves early
-        would hang the others in an all-reduce), so the ranks vote every few steps; a world of one answers
-        at once without any sync."""
-        if not self.distributed.enabled:
-            return self.stop_requested
-        if step % STOP_VOTE_EVERY:
-            return False
-        flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.stop_requested = bool(flag.item())
-        return self.stop_requested
 
     def _train_steps(self, total_epochs: int) -> tuple[dict[str, torch.Tensor], int, float]:
         """The epoch's remaining steps (all of them, unless a stop is requested). Returns the losses summed on
         the device, the number of steps run and the last learning rate."""
-        orders = self.epoch_order(self.epoch)
+        orders = self.epoch_order(self.progress.epoch)
         sums: dict[str, torch.Tensor] = {}
         steps_done = 0
-        first_step = self.epoch * self.steps_per_epoch
-        lr = self.schedule.rate(first_step + self.step_in_epoch)
+        first_step = self.progress.epoch * self.steps_per_epoch
+        lr = self.schedule.rate(first_step + self.progress.step_in_epoch)
         self.discriminator.train()
         self.generator.train()
         bar = tqdm(
-            range(self.step_in_epoch, self.steps_per_epoch),
-            desc=f"epoch {self.epoch + 1}/{total_epochs}",
+            range(self.progress.step_in_epoch, self.steps_per_epoch),
+            desc=f"epoch {self.progress.epoch + 1}/{total_epochs}",
             disable=not (self.config.progress and self.distributed.is_main),
             leave=False,
         )
@@ -315,11 +277,12 @@ class Trainer:
             for name, value in losses.items():  # summed on the device: no host sync inside the step
                 sums[name] = sums.get(name, 0) + value
             steps_done += 1
-            self.step_in_epoch = step + 1
+            self.progress.step_in_epoch = step + 1
             # Reading a loss forces a host-device sync: on CUDA the bar shows losses once per epoch only.
             if self.config.progress and step % 50 == 0 and self.device.type == "cpu":
                 bar.set_postfix({name: f"{(total / steps_done).item():.3f}" for name, total in sums.items()})
-            if self._agree_to_stop(step + 1):
+            if agree_to_stop(self.distributed, self.device, self.stop_requested, step + 1):
+                self.stop_requested = True  # another rank may have asked
                 break
         bar.close()
         return sums, steps_done, lr
@@ -327,47 +290,41 @@ class Trainer:
     def _run_epoch(self, total_epochs: int) -> None:
         epoch_start = time.perf_counter()
         sums, steps_done, lr = self._train_steps(total_epochs)
-        self.elapsed_seconds += time.perf_counter() - epoch_start
-        if self.stop_requested and self.step_in_epoch < self.steps_per_epoch:
+        self.progress.elapsed_seconds += time.perf_counter() - epoch_start
+        if self.stop_requested and self.progress.step_in_epoch < self.steps_per_epoch:
             if self.distributed.is_main:
                 self.save_state()  # mid-epoch: resume continues from this step
-            logger.info("stopped at epoch %d step %d; state saved", self.epoch + 1, self.step_in_epoch)
+            logger.info(
+                "stopped at epoch %d step %d; state saved", self.progress.epoch + 1, self.progress.step_in_epoch
+            )
             return
-        self.epoch += 1
-        self.step_in_epoch = 0
-        record: dict[str, Any] = {"epoch": self.epoch, **self._average_losses(sums, steps_done)}
+        self.progress.epoch += 1
+        self.progress.step_in_epoch = 0
+        record: dict[str, Any] = {"epoch": self.progress.epoch, **mean_over_ranks(self.distributed, sums, steps_done)}
         # Every rank validates (the EMA weights are identical on all ranks) so all take the same decisions;
         # only rank 0 writes files.
-        record.update(self._validate())
+        record.update(self.held_out_check(self.ema.module, self.progress.epoch))  # type: ignore[arg-type]
         record["seconds"] = round(time.perf_counter() - epoch_start, 2)
         record["learning_rate"] = lr
         self._end_epoch(record, total_epochs)
 
-    def _average_losses(self, sums: dict[str, torch.Tensor], steps_done: int) -> dict[str, float]:
-        averages = {name: total / max(1, steps_done) for name, total in sums.items()}
-        if self.distributed.enabled:  # one sync per epoch: the losses averaged over ranks
-            stacked = torch.stack(list(averages.values()))
-            dist.all_reduce(stacked)
-            averages = dict(zip(averages, stacked / self.distributed.world_size, strict=True))
-        return {name: value.item() for name, value in averages.items()}
-
     def _end_epoch(self, record: dict[str, Any], total_epochs: int) -> None:
         """Keep the model if it is the best so far, then log the epoch and save the state."""
-        improved = record["val_accuracy"] > self.best_validation_accuracy
+        improved = record["val_accuracy"] > self.progress.best_validation_accuracy
         if improved:
-            self.best_validation_accuracy = record["val_accuracy"]
-            self.best_epoch = self.epoch
-        record["best_val_accuracy"] = self.best_validation_accuracy
+            self.progress.best_validation_accuracy = record["val_accuracy"]
+            self.progress.best_epoch = self.progress.epoch
+        record["best_val_accuracy"] = self.progress.best_validation_accuracy
         if self.distributed.is_main:
             if improved:
-                self.run_dir.write_model(self.ema.module, self.generator, self.card(record["val_accuracy"]))  # type: ignore[arg-type]
-            self._write_samples(self.epoch)
+                self.run_dir.write_model(self.ema.module, self.generator, model_card(self, record["val_accuracy"]))  # type: ignore[arg-type]
+            self._write_samples(self.progress.epoch)
             self.run_dir.append_metrics(record)
             # The state is saved after the model and the log, so a resume never skips a best model.
             self.save_state()
         logger.info(
             "epoch %d/%d: %s",
-            self.epoch,
+            self.progress.epoch,
             total_epochs,
             ", ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)),
         )
@@ -375,50 +332,38 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     # What an epoch leaves behind
     # ----------------------------------------------------------------------------------------------
-    def _validate(self) -> dict[str, float]:
-        model: Discriminator = self.ema.module  # type: ignore[assignment]
-        logits = predict_logits(model, self.validation_images)
-        accuracy = float((logits.argmax(dim=1).numpy() == self.validation_labels).mean())
-        realness = realness_from_logits(logits).numpy()
-        # How well realness separates validation images from noise images (an OOD check on training data only).
-        noise = noise_images(len(self.validation_images), self.discriminator.config.image_shape, seed=self.epoch)
-        noise_realness = realness_from_logits(predict_logits(model, noise)).numpy()
-        return {
-            "val_accuracy": accuracy,
-            "val_realness": float(realness.mean()),
-            "val_noise_auroc": auroc(realness, noise_realness),
-        }
-
     def _write_samples(self, epoch: int) -> None:
         if self.config.baseline:
             return
         self.generator.eval()
         with torch.no_grad():
-            images = images_to_uint8(self.generator(self.fixed_noise))
+            images = tensor_to_pixels(self.generator(self.fixed_noise))
         self.generator.train()
-        self.run_dir.write_samples(epoch, png_bytes(tile_grid(images, columns=10)))
+        self.run_dir.write_samples(epoch, encode_png(tile_grid(images, columns=10)))
 
-    def card(self, validation_accuracy: float) -> ModelCard:
-        disc_config = self.discriminator.config
-        return ModelCard(
-            class_names=list(self.class_names),
-            discriminator=disc_config,
-            generator=self.generator.config,
-            normalization=normalization_record(disc_config),
-            background=self.background,
-            training={
-                **self.config.card_facts(),
-                "source": self.source,
-                "mode": "baseline" if self.config.baseline else "semi-supervised",
-                "num_labelled": len(self.labelled_images),
-                "num_unlabelled": 0 if self.config.baseline else len(self.unlabelled_images),
-                "best_epoch": self.best_epoch,
-                "device": str(self.device),
-                "precision": "bf16" if self.bf16 else "fp32",
-                "duration_seconds": round(self.elapsed_seconds, 1),
-                "code_version": code_version(),
-                "torch_version": torch.__version__,
-                "python_version": platform.python_version(),
-            },
-            metrics={"validation_accuracy": validation_accuracy},
-        )
+
+def model_card(trainer: Trainer, validation_accuracy: float) -> ModelCard:
+    """The card of the model the trainer holds now: its configs, the run's options and facts, its metrics."""
+    disc_config = trainer.discriminator.config
+    return ModelCard(
+        class_names=list(trainer.class_names),
+        discriminator=disc_config,
+        generator=trainer.generator.config,
+        normalization=normalization_record(disc_config),
+        background=trainer.background,
+        training={
+            **trainer.config.card_facts(),
+            "source": trainer.source,
+            "mode": "baseline" if trainer.config.baseline else "semi-supervised",
+            "num_labelled": len(trainer.labelled_images),
+            "num_unlabelled": 0 if trainer.config.baseline else len(trainer.unlabelled_images),
+            "best_epoch": trainer.progress.best_epoch,
+            "device": str(trainer.device),
+            "precision": "bf16" if trainer.bf16 else "fp32",
+            "duration_seconds": round(trainer.progress.elapsed_seconds, 1),
+            "code_version": code_version(),
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+        },
+        metrics={"validation_accuracy": validation_accuracy},
+    )

@@ -8,15 +8,15 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.deps import EngineDep, MetricsDep, SettingsDep, require_api_key
 from app.engine import Prediction
-from app.imaging import INLINE_DECODE_MAX_PIXELS, ImageError, InvertMode, PreparedImage, decode_image, open_image
+from app.imaging import ImageError, PreparedImage, prepare_upload
 from app.schemas import BatchClassification, BatchItem, Classification, ClassScore, ErrorResponse
 from model import ModelCard
+from model.imaging import InvertMode
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
@@ -125,17 +125,6 @@ async def read_single_upload(request: Request) -> Upload:
         await form.close()  # spooled temporary files
 
 
-async def prepare_upload(upload: Upload, card: ModelCard, max_pixels: int, invert: InvertMode) -> PreparedImage:
-    """Decode an upload for the model; raises ``ImageError``. The header is read here (cheap, and it gives the
-    pixel count); a small image is decoded here too, a large one in a worker thread (INLINE_DECODE_MAX_PIXELS)."""
-    image = open_image(upload.data, max_pixels, upload.content_type)
-    width, height = image.size
-    if width * height <= INLINE_DECODE_MAX_PIXELS:
-        return decode_image(image, card, max_pixels, invert)
-    # Decoding a large image is CPU work in C that mostly releases the GIL: a thread keeps the event loop free.
-    return await run_in_threadpool(decode_image, image, card, max_pixels, invert)
-
-
 def build_classification(prediction: Prediction, card: ModelCard, top_k: int, inverted: bool) -> Classification:
     probabilities = prediction.probabilities
     order = np.argsort(-probabilities, kind="stable")  # most probable first; ties keep class order
@@ -172,7 +161,7 @@ async def classify(
     `image/*` body). PNG, JPEG, WebP, GIF and BMP are accepted, of any size."""
     upload = await read_single_upload(request)
     try:
-        prepared = await prepare_upload(upload, engine.card, settings.max_pixels, invert)
+        prepared = await prepare_upload(upload.data, engine.card, settings.max_pixels, invert, upload.content_type)
     except ImageError as exc:
         metrics.rejected_images.labels(status=str(exc.status_code)).inc()
         raise
@@ -211,7 +200,7 @@ async def classify_batch(
 
     async def prepare(upload: Upload) -> PreparedImage | ImageError:
         try:
-            return await prepare_upload(upload, engine.card, settings.max_pixels, invert)
+            return await prepare_upload(upload.data, engine.card, settings.max_pixels, invert, upload.content_type)
         except ImageError as exc:
             return exc
 

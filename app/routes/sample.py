@@ -6,15 +6,16 @@ import base64
 import secrets
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import EngineDep, SettingsDep, require_api_key
 from app.engine import SampleSet
-from app.imaging import encode_grid_png, encode_png
 from app.routes.classify import ERRORS
 from app.schemas import SampleItem, SampleSetResponse
 from model import ModelCard
+from model.imaging import encode_png, tile_grid
 
 router = APIRouter(tags=["samples"], dependencies=[Depends(require_api_key)])
 
@@ -73,7 +74,7 @@ async def sample(
 
     # PNG encoding is CPU work: keep it off the event loop, like decoding.
     if output_format == "png":
-        png = await run_in_threadpool(encode_grid_png, [item.pixels for item in result.samples], card.image_shape)
+        png = await run_in_threadpool(_grid_png, result, card.image_shape)
         headers = {
             "X-Seed": str(seed),
             "X-Samples-Requested": str(n),
@@ -83,6 +84,12 @@ async def sample(
         }
         return Response(content=png, media_type="image/png", headers=headers)
     return await run_in_threadpool(_sample_set_response, result, card, n, label_name)
+
+
+def _grid_png(result: SampleSet, image_shape: tuple[int, int, int]) -> bytes:
+    # (N, C, H, W) with N possibly 0 (a label filter that found nothing): the grid is then one empty tile.
+    images = np.array([item.pixels for item in result.samples], dtype=np.uint8).reshape(-1, *image_shape)
+    return encode_png(tile_grid(images))
 
 
 def _sample_set_response(result: SampleSet, card: ModelCard, requested: int, label: str | None) -> SampleSetResponse:

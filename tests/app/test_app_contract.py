@@ -1,4 +1,4 @@
-"""The HTTP contract of DESIGN section 6, endpoint by endpoint and error code by error code, through
+"""The HTTP contract (docs/design.md, HTTP contract), endpoint by endpoint and error code by error code, through
 ``TestClient`` with the lifespan running."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.preprocessing import image_to_array
+from model.imaging import image_to_array
 from training.readers import KNOWN_DATASETS, DataError, DatasetNotFoundError, ImageDataset, known, load_dataset
 from training.readers.idx import IDX_FILE_NAMES
 from training.split import split_semi_supervised

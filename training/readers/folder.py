@@ -10,9 +10,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from model.preprocessing import image_to_array
+from model.imaging import UnreadableImage, read_image_file
 from training.readers.base import DataError, RawSplit, Split
 
 logger = logging.getLogger(__name__)
@@ -38,11 +37,9 @@ def _image_files(directory: Path) -> list[Path]:
 
 def _read_image_file(path: Path, image_shape: tuple[int, int, int]) -> np.ndarray | None:
     """One image through the server's own preprocessing; None when the file is not a readable image."""
-    channels, height, width = image_shape
     try:
-        with Image.open(path) as image:
-            return image_to_array(image, channels, height, width)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return read_image_file(path, image_shape)
+    except UnreadableImage as error:
         logger.debug("skipping %s: %s", path, error)
         return None
 
