@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -44,16 +45,43 @@ def prepare(config: TrainConfig) -> tuple[TrainConfig, ImageDataset, SemiSupervi
         data_dir=config.data_dir,
         download=config.download,
         image_shape=folder_image_shape(config),
+        labels_csv=config.labels,
     )
     if config.train_subset is not None:
         train_set = _subset(train_set, config.train_subset, config.seed)
+    # The shape the training images were decoded to (chosen from them for an image folder): the test split
+    # and a resumed run read theirs the same way.
+    config = replace(config, channels=train_set.image_shape[0], image_size=train_set.image_shape[1])
+    _check_protocol(config, train_set)
     config = config.resolved(train_set.image_shape)
-    if config.val_size < 1:
-        raise DataError("--val-size must be at least 1: the validation split is what picks the best epoch")
     split = split_semi_supervised(
-        train_set.labels, config.labels_per_class, config.val_size, config.seed, num_classes=train_set.num_classes
+        train_set.labels,
+        config.labels_per_class,
+        config.val_size,
+        config.seed,
+        num_classes=train_set.num_classes,
+        val_labels_per_class=config.val_labels_per_class,
     )
+    if not config.baseline and len(split.unlabelled) == len(split.labelled):
+        logger.warning("no unlabelled images: training the labels-only model (a semi-supervised GAN needs some)")
+        config = replace(config, baseline=True)
     return config, train_set, split
+
+
+def _check_protocol(config: TrainConfig, train_set: ImageDataset) -> None:
+    """Options that only make sense on fully labelled benchmark data (docs/design.md, Evaluation protocol)."""
+    if not train_set.num_unlabelled:
+        return
+    if config.labels_per_class is not None:
+        raise DataError(
+            f"--labels-per-class simulates few labels on a fully labelled set, but {train_set.source} already says "
+            f"which images are labelled ({len(train_set) - train_set.num_unlabelled} are); drop the option"
+        )
+    if config.val_size:
+        raise DataError(
+            "--val-size carves a labelled validation split from a fully labelled benchmark set (research only); "
+            "on your own data hold out some of your labels with --val-labels-per-class K"
+        )
 
 
 def finish(trainer: Trainer, test_set: ImageDataset | None) -> dict[str, Any]:
@@ -62,8 +90,9 @@ def finish(trainer: Trainer, test_set: ImageDataset | None) -> dict[str, Any]:
     model_dir = trainer.run_dir.model_dir
     loaded = load_model_dir(model_dir)
     card = read_card(model_dir)
-    card.training["duration_seconds"] = round(trainer.elapsed_seconds, 1)
+    card.training["duration_seconds"] = round(trainer.progress.elapsed_seconds, 1)
     if test_set is not None:
+        test_set = test_set.labelled_only()
         report = classification_report(loaded.discriminator, test_set)
         card.metrics.update(
             {
@@ -90,7 +119,7 @@ def train(
 
 def _log_start(config: TrainConfig, train_set: ImageDataset, split: SemiSupervisedSplit, trainer: Trainer) -> None:
     logger.info(
-        "%s: %d labelled, %d unlabelled, %d validation images of %s; %s on %s, %d epochs",
+        "%s: %d labelled, %d unlabelled, %d held-out images of %s; %s on %s, %d steps (%.1f passes), model: %s",
         config.dataset,
         len(split.labelled),
         0 if config.baseline else len(split.unlabelled),
@@ -98,15 +127,23 @@ def _log_start(config: TrainConfig, train_set: ImageDataset, split: SemiSupervis
         "x".join(map(str, train_set.image_shape)),
         "baseline" if config.baseline else "semi-supervised GAN",
         trainer.device,
-        config.epochs,
+        trainer.budget.total_steps,
+        trainer.budget.passes(trainer.budget.total_steps),
+        trainer.selection.rule,
     )
 
 
 def _load_test_split(config: TrainConfig) -> ImageDataset | None:
     try:
-        return load_dataset(config.dataset, "test", data_dir=config.data_dir, image_shape=folder_image_shape(config))  # type: ignore[arg-type]
+        return load_dataset(
+            config.dataset,  # type: ignore[arg-type]
+            "test",
+            data_dir=config.data_dir,
+            image_shape=folder_image_shape(config),
+            labels_csv=config.labels,
+        )
     except DataError as exc:
-        logger.warning("no test split (%s): the model card reports validation accuracy only", exc)
+        logger.warning("no test split (%s): the model card has no test accuracy", exc)
         return None
 
 
@@ -124,7 +161,7 @@ def _train(
     del train_set  # the trainer holds what it needs; the test split is read only at the end
     trainer.fit(resume=resume)
     if trainer.stop_requested:
-        return {"stopped": True, "epoch": trainer.epoch}
+        return {"stopped": True, "step": trainer.progress.step}
     if distributed.enabled:
         logger.info(
             "rank %d of %d: discriminator checksum %.12e",

@@ -2,9 +2,10 @@
 directory (docs/design.md, Training run directory)::
 
     config.json            the resolved configuration of the run (``TrainConfig``)
-    metrics.jsonl          one JSON line per epoch: losses, validation accuracy, realness, timings
-    samples/epoch_NNN.png  a grid of generator samples from a fixed noise batch, per epoch
-    model/                 the chosen model directory (safetensors + model.json)
+    metrics.jsonl          one JSON line per round: step, passes, losses, realness, held-out accuracy, seconds
+    samples/round_NNN.png  a grid of generator samples from a fixed noise batch, per round
+    model/                 the kept model directory (safetensors + model.json): the final one, or the best
+                           on held-out labels
     state/training.pt      the resumable training state (weights, optimisers, EMA, RNG, position)
 
 Every file is written atomically (temp file + rename), so a run killed at any moment leaves the previous
@@ -47,8 +48,8 @@ class RunDirectory:
     def model_dir(self) -> Path:
         return self.path / "model"
 
-    def sample_path(self, epoch: int) -> Path:
-        return self.path / "samples" / f"epoch_{epoch:03d}.png"
+    def sample_path(self, round_index: int) -> Path:
+        return self.path / "samples" / f"round_{round_index:03d}.png"
 
     def holds_run(self) -> bool:
         """Whether a run has saved its state here (a new run must not overwrite it)."""
@@ -73,16 +74,16 @@ class RunDirectory:
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
 
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Drop log lines for epochs after ``last_epoch`` (a resumed run repeats them)."""
+    def truncate_metrics(self, last_round: int) -> None:
+        """Drop log lines for rounds after ``last_round`` (a resumed run repeats them)."""
         if not self.metrics_path.exists():
             return
-        kept = [line for line in self.metrics_path.read_text().splitlines() if json.loads(line)["epoch"] <= last_epoch]
+        kept = [line for line in self.metrics_path.read_text().splitlines() if json.loads(line)["round"] <= last_round]
         atomic_write_bytes(self.metrics_path, "".join(line + "\n" for line in kept).encode())
 
     # --- samples/, model/
-    def write_samples(self, epoch: int, png: bytes) -> None:
-        atomic_write_bytes(self.sample_path(epoch), png)
+    def write_samples(self, round_index: int, png: bytes) -> None:
+        atomic_write_bytes(self.sample_path(round_index), png)
 
     def write_model(self, discriminator: Discriminator, generator: Generator, card: ModelCard) -> None:
         save_model_dir(self.model_dir, discriminator, generator, card)

@@ -12,7 +12,6 @@ import numpy as np
 
 from training.readers import DataError
 
-
 UNLABELLED = -1  # the label of an image nobody labelled (the usual SSL convention)
 
 

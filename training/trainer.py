@@ -1,12 +1,18 @@
-"""The training loop: builds the networks and optimisers of one run, sequences the objective's steps over
-epochs (single device, AMP, DDP), validates, keeps the chosen model, and stops cleanly on request.
+"""The training loop: builds the networks and optimisers of one run, sequences the objective's steps over a
+budget of optimisation steps (single device, AMP, DDP), measures each round, keeps the chosen model, and
+stops cleanly on request.
 
-What a step optimises is ``training.objective``; where files go is ``training.rundir``.
+The budget is counted in steps, not in passes over the unlabelled pool, so a small pool cycles more often and
+a large one is not cut short; the learning-rate decay and the EMA follow the step count. A round is the stretch
+between two log lines (one pass over the pool, at least ``MIN_ROUND_STEPS``). What a step optimises is
+``training.objective``; where files go is ``training.rundir``; how the model is chosen is
+``training.validation``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import time
 from contextlib import AbstractContextManager
@@ -38,12 +44,15 @@ from training.rundir import RunDirectory
 from training.runtime import Distributed, agree_to_stop, mean_over_ranks, select_device, use_bf16_autocast
 from training.schedule import LinearDecaySchedule
 from training.split import SemiSupervisedSplit
-from training.validation import HeldOutCheck
+from training.validation import HeldOutCheck, ModelSelection, UnlabelledSignals
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_GRID_SIZE = 100
-FIXED_NOISE_SEED = 1234  # its own stream so sample grids are comparable across epochs and resumes
+FIXED_NOISE_SEED = 1234  # its own stream so sample grids are comparable across rounds and resumes
+# A round (log line, checks, sample grid) is one pass over the unlabelled pool, but at least this many steps,
+# so that a small pool does not log every few seconds: about half a minute of MLP steps on a CPU core.
+MIN_ROUND_STEPS = 500
 
 
 def code_version() -> str:
@@ -67,15 +76,47 @@ def network_configs(
         raise DataError(f"network option: {exc}") from None
 
 
+@dataclass(frozen=True)
+class Budget:
+    """The run's length in optimisation steps, and how it divides into passes and rounds."""
+
+    total_steps: int
+    steps_per_pass: int  # one pass over (this rank's share of) the unlabelled pool
+    round_steps: int
+
+    @classmethod
+    def of(cls, config: TrainConfig, steps_per_pass: int) -> Budget:
+        if config.steps is not None:
+            total = config.steps
+        elif config.epochs is not None:
+            total = config.epochs * steps_per_pass
+        else:
+            total = config.recipe_value("steps")
+        round_steps = config.round_steps or max(steps_per_pass, MIN_ROUND_STEPS)
+        if total < 1 or round_steps < 1:
+            raise DataError(f"the budget must be at least one step, got {total} steps in rounds of {round_steps}")
+        return cls(total, steps_per_pass, round_steps)
+
+    @property
+    def rounds(self) -> int:
+        return math.ceil(self.total_steps / self.round_steps)
+
+    def passes(self, steps: int) -> float:
+        return round(steps / self.steps_per_pass, 2)
+
+
 @dataclass
 class RunProgress:
     """Where a run stands; saved with the state so a resumed run continues from here."""
 
-    epoch: int = 0  # epochs finished
-    step_in_epoch: int = 0  # steps of the current epoch finished (non-zero only after a mid-epoch stop)
-    best_validation_accuracy: float = -1.0
-    best_epoch: int = 0
+    step: int = 0  # optimisation steps finished
+    round: int = 0  # rounds finished
     elapsed_seconds: float = 0.0  # training time, across resumes
+
+
+def _adam(network: torch.nn.Module, config: TrainConfig, fused: bool | None) -> torch.optim.Adam:
+    lr = config.recipe_value("learning_rate")
+    return torch.optim.Adam(network.parameters(), lr=lr, betas=(config.beta1, 0.999), fused=fused)
 
 
 class Trainer:
@@ -98,15 +139,15 @@ class Trainer:
         self.stop_requested = False
         self._build_networks(network_configs(config, train_set.num_classes, train_set.image_shape))
         self._place_data(train_set, split)
-        # Under DDP every rank takes its own share of the unlabelled set, so an epoch has fewer steps per rank.
-        self.steps_per_epoch = max(1, len(self.unlabelled_images) // (config.batch_size * self.distributed.world_size))
+        # Under DDP every rank takes its own share of the unlabelled set, so a pass has fewer steps per rank.
+        steps_per_pass = max(1, len(self.unlabelled_images) // (config.batch_size * self.distributed.world_size))
+        self.budget = Budget.of(config, steps_per_pass)
         self.schedule = LinearDecaySchedule(
-            config.recipe_value("learning_rate"),
-            config.recipe_value("epochs") * self.steps_per_epoch,
-            config.lr_decay_fraction,
+            config.recipe_value("learning_rate"), self.budget.total_steps, config.lr_decay_fraction
         )
         self.objective: Objective | None = None  # built in fit, around the networks the steps call
         self.progress = RunProgress()
+        self._order_cache: tuple[int, tuple[torch.Tensor, ...]] | None = None
         self.fixed_noise = self.generator.sample_latent(
             SAMPLE_GRID_SIZE, generator=torch.Generator(self.device).manual_seed(FIXED_NOISE_SEED)
         )
@@ -122,12 +163,9 @@ class Trainer:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.discriminator = Discriminator(disc_config).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.generator = Generator(gen_config).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
-        betas = (self.config.beta1, 0.999)
-        lr = self.config.recipe_value("learning_rate")
         # The fused CUDA kernel updates all parameters in one launch; the CPU keeps the default (foreach).
-        fused = True if on_cuda else None
-        self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas, fused=fused)
-        self.gen_optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas, fused=fused)
+        self.disc_optimizer = _adam(self.discriminator, self.config, True if on_cuda else None)
+        self.gen_optimizer = _adam(self.generator, self.config, True if on_cuda else None)
         self.ema = WeightEMA(self.discriminator, self.config.ema_decay)
 
     def _place_data(self, train_set: ImageDataset, split: SemiSupervisedSplit) -> None:
@@ -136,7 +174,12 @@ class Trainer:
         labels = torch.tensor(train_set.labels, device=self.device)
         self.labelled_images, self.labelled_targets = images[split.labelled], labels[split.labelled]
         self.unlabelled_images = images[split.unlabelled]
-        self.held_out_check = HeldOutCheck(train_set.images[split.validation], train_set.labels[split.validation])
+        self.signals = UnlabelledSignals(train_set.images[split.unlabelled], self.config.seed)
+        held_out = None
+        if len(split.validation):
+            held_out = HeldOutCheck(train_set.images[split.validation], train_set.labels[split.validation])
+        rule = "validation split" if self.config.val_size else "held-out labels" if held_out else "final"
+        self.selection = ModelSelection(held_out, rule, self.config.val_labels_per_class)
 
     # ----------------------------------------------------------------------------------------------
     # State
@@ -150,6 +193,8 @@ class Trainer:
                 "disc_optimizer": self.disc_optimizer.state_dict(),
                 "gen_optimizer": self.gen_optimizer.state_dict(),
                 "progress": asdict(self.progress),
+                "selection": self.selection.state_dict(),
+                "previous_predictions": self.signals.previous_predictions,
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
@@ -163,14 +208,16 @@ class Trainer:
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.gen_optimizer.load_state_dict(state["gen_optimizer"])
         self.progress = RunProgress(**state["progress"])
+        self.selection.load_state_dict(state["selection"])
+        self.signals.previous_predictions = state["previous_predictions"]
         torch.set_rng_state(state["torch_rng"].cpu())
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-        self.run_dir.truncate_metrics(self.progress.epoch)
-        logger.info("resumed at epoch %d, step %d", self.progress.epoch + 1, self.progress.step_in_epoch)
+        self.run_dir.truncate_metrics(self.progress.round)
+        logger.info("resumed at step %d of %d", self.progress.step, self.budget.total_steps)
 
     # ----------------------------------------------------------------------------------------------
-    # Setting up the steps
+    # Steps
     # ----------------------------------------------------------------------------------------------
     def _initialise(self) -> None:
         """Data-dependent init of D's weight-normalised layers from one unlabelled batch (reference code)."""
@@ -191,10 +238,7 @@ class Trainer:
         gen_forward: torch.nn.Module = self.generator
         if self.distributed.enabled:
             # Each rank draws its own fakes and noise: a torch stream per rank and resume point.
-            torch.manual_seed(
-                hash((self.config.seed, self.distributed.rank, self.progress.epoch, self.progress.step_in_epoch))
-                % 2**62
-            )
+            torch.manual_seed(hash((self.config.seed, self.distributed.rank, self.progress.step)) % 2**62)
             # Wrapped after initialisation/resume: DDP broadcasts rank 0's weights to every rank here.
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             disc_forward = DistributedDataParallel(self.discriminator, device_ids=device_ids)
@@ -206,7 +250,7 @@ class Trainer:
         self.objective = build_objective(self.config, networks, self.disc_optimizer, self.gen_optimizer, self._autocast)
 
     def epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This rank's batch order of ``epoch`` (``training.batches``), on the device."""
+        """This rank's batch order of pass ``epoch`` over the pool (``training.batches``), on the device."""
         order = epoch_order(
             self.config.seed,
             epoch,
@@ -217,33 +261,32 @@ class Trainer:
         )
         return tuple(torch.from_numpy(indices).to(self.device) for indices in order)  # type: ignore[return-value]
 
-    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """A uint8 batch -> the networks' float input."""
-        return pixels_to_tensor(images).contiguous(memory_format=self.memory_format)
-
-    def _batch(self, orders: tuple[torch.Tensor, torch.Tensor, torch.Tensor], step: int) -> Batch:
+    def _batch(self, global_step: int) -> Batch:
+        pass_index, step = divmod(global_step, self.budget.steps_per_pass)
+        if self._order_cache is None or self._order_cache[0] != pass_index:
+            self._order_cache = (pass_index, self.epoch_order(pass_index))
         window = slice(step * self.config.batch_size, (step + 1) * self.config.batch_size)
-        labelled, unlabelled, matching = (order[window] for order in orders)
+        labelled, unlabelled, matching = (order[window] for order in self._order_cache[1])
+        pixels = lambda images: pixels_to_tensor(images).contiguous(memory_format=self.memory_format)  # noqa: E731
         if self.config.baseline:
-            return Batch(self._pixels(self.labelled_images[labelled]), self.labelled_targets[labelled])
+            return Batch(pixels(self.labelled_images[labelled]), self.labelled_targets[labelled])
         return Batch(
-            labelled=self._pixels(self.labelled_images[labelled]),
+            labelled=pixels(self.labelled_images[labelled]),
             targets=self.labelled_targets[labelled],
-            unlabelled=self._pixels(self.unlabelled_images[unlabelled]),
-            matching=self._pixels(self.unlabelled_images[matching]),
+            unlabelled=pixels(self.unlabelled_images[unlabelled]),
+            matching=pixels(self.unlabelled_images[matching]),
         )
 
-    def step(
-        self, orders: tuple[torch.Tensor, torch.Tensor, torch.Tensor], step: int, global_step: int
-    ) -> dict[str, torch.Tensor]:
-        """One optimisation step on batch ``step`` of an epoch's ``orders``, then the EMA update."""
+    def step(self, global_step: int) -> dict[str, torch.Tensor]:
+        """Optimisation step ``global_step`` (0-based) at its learning rate, then the EMA update."""
         assert self.objective is not None, "prepare_step_modules() builds the objective"
-        losses = self.objective.step(self._batch(orders, step))
+        self.schedule.apply(global_step, self.disc_optimizer, self.gen_optimizer)
+        losses = self.objective.step(self._batch(global_step))
         self.ema.update(self.discriminator, global_step + 1)
         return losses
 
     # ----------------------------------------------------------------------------------------------
-    # Epochs
+    # Rounds
     # ----------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> None:
         if resume:
@@ -251,100 +294,96 @@ class Trainer:
         else:
             self._initialise()
         self.prepare_step_modules()
-        total_epochs = int(self.config.recipe_value("epochs"))
-        while self.progress.epoch < total_epochs and not self.stop_requested:
-            self._run_epoch(total_epochs)
+        while self.progress.step < self.budget.total_steps and not self.stop_requested:
+            self._run_round()
 
-    def _train_steps(self, total_epochs: int) -> tuple[dict[str, torch.Tensor], int, float]:
-        """The epoch's remaining steps (all of them, unless a stop is requested). Returns the losses summed on
-        the device, the number of steps run and the last learning rate."""
-        orders = self.epoch_order(self.progress.epoch)
+    def _train_steps(self, end: int) -> tuple[dict[str, torch.Tensor], int]:
+        """Steps up to ``end`` (unless a stop is requested): the losses summed on the device, and their count."""
         sums: dict[str, torch.Tensor] = {}
-        steps_done = 0
-        first_step = self.progress.epoch * self.steps_per_epoch
-        lr = self.schedule.rate(first_step + self.progress.step_in_epoch)
-        self.discriminator.train()
-        self.generator.train()
+        first = self.progress.step
         bar = tqdm(
-            range(self.progress.step_in_epoch, self.steps_per_epoch),
-            desc=f"epoch {self.progress.epoch + 1}/{total_epochs}",
+            range(first, end),
+            desc=f"round {self.progress.round + 1}/{self.budget.rounds}",
             disable=not (self.config.progress and self.distributed.is_main),
             leave=False,
+            unit="step",
         )
-        for step in bar:
-            lr = self.schedule.apply(first_step + step, self.disc_optimizer, self.gen_optimizer)
-            losses = self.step(orders, step, first_step + step)
-            for name, value in losses.items():  # summed on the device: no host sync inside the step
+        self.discriminator.train()
+        self.generator.train()
+        for global_step in bar:
+            for name, value in self.step(global_step).items():  # summed on the device: no host sync in a step
                 sums[name] = sums.get(name, 0) + value
-            steps_done += 1
-            self.progress.step_in_epoch = step + 1
-            # Reading a loss forces a host-device sync: on CUDA the bar shows losses once per epoch only.
-            if self.config.progress and step % 50 == 0 and self.device.type == "cpu":
-                bar.set_postfix({name: f"{(total / steps_done).item():.3f}" for name, total in sums.items()})
-            if agree_to_stop(self.distributed, self.device, self.stop_requested, step + 1):
+            self.progress.step = global_step + 1
+            # Reading a loss forces a host-device sync: on CUDA the bar shows losses once per round only.
+            if self.config.progress and global_step % 50 == 0 and self.device.type == "cpu":
+                done = global_step + 1 - first
+                bar.set_postfix({name: f"{(total / done).item():.3f}" for name, total in sums.items()})
+            if agree_to_stop(self.distributed, self.device, self.stop_requested, global_step + 1):
                 self.stop_requested = True  # another rank may have asked
                 break
         bar.close()
-        return sums, steps_done, lr
+        return sums, self.progress.step - first
 
-    def _run_epoch(self, total_epochs: int) -> None:
-        epoch_start = time.perf_counter()
-        sums, steps_done, lr = self._train_steps(total_epochs)
-        self.progress.elapsed_seconds += time.perf_counter() - epoch_start
-        if self.stop_requested and self.progress.step_in_epoch < self.steps_per_epoch:
+    def _run_round(self) -> None:
+        round_start = time.perf_counter()
+        end = min((self.progress.round + 1) * self.budget.round_steps, self.budget.total_steps)
+        sums, steps_done = self._train_steps(end)
+        self.progress.elapsed_seconds += time.perf_counter() - round_start
+        if self.stop_requested and self.progress.step < end:
             if self.distributed.is_main:
-                self.save_state()  # mid-epoch: resume continues from this step
-            logger.info(
-                "stopped at epoch %d step %d; state saved", self.progress.epoch + 1, self.progress.step_in_epoch
-            )
+                self.save_state()  # mid-round: resume continues from this step
+            logger.info("stopped at step %d; state saved", self.progress.step)
             return
-        self.progress.epoch += 1
-        self.progress.step_in_epoch = 0
-        record: dict[str, Any] = {"epoch": self.progress.epoch, **mean_over_ranks(self.distributed, sums, steps_done)}
-        # Every rank validates (the EMA weights are identical on all ranks) so all take the same decisions;
+        self.progress.round += 1
+        step = self.progress.step
+        record: dict[str, Any] = {"round": self.progress.round, "step": step, "passes": self.budget.passes(step)}
+        record.update(mean_over_ranks(self.distributed, sums, steps_done))
+        # Every rank measures (the EMA weights are identical on all ranks) so all take the same decisions;
         # only rank 0 writes files.
-        record.update(self.held_out_check(self.ema.module, self.progress.epoch))  # type: ignore[arg-type]
-        record["seconds"] = round(time.perf_counter() - epoch_start, 2)
-        record["learning_rate"] = lr
-        self._end_epoch(record, total_epochs)
+        samples = self._samples()
+        record.update(self.selection.evaluate(self.ema.module))  # type: ignore[arg-type]
+        record.update(self.signals(self.ema.module, samples, self.progress.round))  # type: ignore[arg-type]
+        record["seconds"] = round(time.perf_counter() - round_start, 2)
+        record["learning_rate"] = self.schedule.rate(step - 1)
+        self._end_round(record, samples)
 
-    def _end_epoch(self, record: dict[str, Any], total_epochs: int) -> None:
-        """Keep the model if it is the best so far, then log the epoch and save the state."""
-        improved = record["val_accuracy"] > self.progress.best_validation_accuracy
-        if improved:
-            self.progress.best_validation_accuracy = record["val_accuracy"]
-            self.progress.best_epoch = self.progress.epoch
-        record["best_val_accuracy"] = self.progress.best_validation_accuracy
+    def _samples(self) -> torch.Tensor:
+        """The generator's images of the fixed noise batch, uint8 (N, C, H, W)."""
+        self.generator.eval()
+        with torch.no_grad():
+            images = torch.from_numpy(tensor_to_pixels(self.generator(self.fixed_noise)))
+        self.generator.train()
+        return images
+
+    def _end_round(self, record: dict[str, Any], samples: torch.Tensor) -> None:
+        """Keep the model if the selection rule says so, then log the round and save the state."""
+        keep = self.selection.is_best(record)
         if self.distributed.is_main:
-            if improved:
-                self.run_dir.write_model(self.ema.module, self.generator, model_card(self, record["val_accuracy"]))  # type: ignore[arg-type]
-            self._write_samples(self.progress.epoch)
+            if keep:
+                self.run_dir.write_model(self.ema.module, self.generator, model_card(self))  # type: ignore[arg-type]
+            if not self.config.baseline:
+                self.run_dir.write_samples(self.progress.round, encode_png(tile_grid(samples.numpy(), columns=10)))
             self.run_dir.append_metrics(record)
-            # The state is saved after the model and the log, so a resume never skips a best model.
+            # The state is saved after the model and the log, so a resume never skips a kept model.
             self.save_state()
         logger.info(
-            "epoch %d/%d: %s",
-            self.progress.epoch,
-            total_epochs,
+            "round %d/%d: %s",
+            self.progress.round,
+            self.budget.rounds,
             ", ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)),
         )
 
-    # ----------------------------------------------------------------------------------------------
-    # What an epoch leaves behind
-    # ----------------------------------------------------------------------------------------------
-    def _write_samples(self, epoch: int) -> None:
-        if self.config.baseline:
-            return
-        self.generator.eval()
-        with torch.no_grad():
-            images = tensor_to_pixels(self.generator(self.fixed_noise))
-        self.generator.train()
-        self.run_dir.write_samples(epoch, encode_png(tile_grid(images, columns=10)))
+
+def labelled_per_class(trainer: Trainer) -> dict[str, int]:
+    counts = torch.bincount(trainer.labelled_targets.cpu(), minlength=len(trainer.class_names)).tolist()
+    return dict(zip(trainer.class_names, counts, strict=True))
 
 
-def model_card(trainer: Trainer, validation_accuracy: float) -> ModelCard:
-    """The card of the model the trainer holds now: its configs, the run's options and facts, its metrics."""
+def model_card(trainer: Trainer) -> ModelCard:
+    """The card of the model the trainer keeps now: its configs, the run's options and facts, how it was
+    chosen."""
     disc_config = trainer.discriminator.config
+    budget, progress = trainer.budget, trainer.progress
     return ModelCard(
         class_names=list(trainer.class_names),
         discriminator=disc_config,
@@ -356,14 +395,19 @@ def model_card(trainer: Trainer, validation_accuracy: float) -> ModelCard:
             "source": trainer.source,
             "mode": "baseline" if trainer.config.baseline else "semi-supervised",
             "num_labelled": len(trainer.labelled_images),
+            "labelled_per_class": labelled_per_class(trainer),
             "num_unlabelled": 0 if trainer.config.baseline else len(trainer.unlabelled_images),
-            "best_epoch": trainer.progress.best_epoch,
+            "budget_steps": budget.total_steps,
+            "steps_per_pass": budget.steps_per_pass,
+            "steps_done": progress.step,
+            "passes": budget.passes(progress.step),
+            "selection": trainer.selection.card(),
             "device": str(trainer.device),
             "precision": "bf16" if trainer.bf16 else "fp32",
-            "duration_seconds": round(trainer.progress.elapsed_seconds, 1),
+            "duration_seconds": round(progress.elapsed_seconds, 1),
             "code_version": code_version(),
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
         },
-        metrics={"validation_accuracy": validation_accuracy},
+        metrics={"validation_accuracy": trainer.selection.best_accuracy} if trainer.selection.held_out else {},
     )

@@ -81,24 +81,30 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def epochs_logged(run_dir: Path) -> list[int]:
+def rounds_logged(run_dir: Path) -> list[int]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
+    return [json.loads(line)["round"] for line in path.read_text().splitlines()]
 
 
 def test_training_writes_a_complete_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_bars_dataset(tmp_path / "bars")
     out = tmp_path / "run"
-    assert cli.main(train_args(data, out, "--epochs", "3")) == 0
+    # 1000 unlabelled images in batches of 50: 20 steps a pass; 60 steps in rounds of 20.
+    assert cli.main(train_args(data, out, "--steps", "60", "--round-steps", "20")) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["test_accuracy"] > 0.6  # chance is 0.25
 
-    assert epochs_logged(out) == [1, 2, 3]
-    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    assert rounds_logged(out) == [1, 2, 3]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(record["step"], record["passes"]) for record in logged] == [(20, 1.0), (40, 2.0), (60, 3.0)]
+    # What a user without labels can watch: realness of real vs generated images, and predictions settling.
+    assert all(record["realness_unlabelled"] > record["realness_generated"] for record in logged[1:])
+    assert "unlabelled_changed" not in logged[0] and 0 <= logged[-1]["unlabelled_changed"] <= 1
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["round_001.png", "round_002.png", "round_003.png"]
     config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == "mlp" and config["epochs"] == 3
+    assert config["architecture"] == "mlp" and config["steps"] == 60
 
     loaded = load_model_dir(out / "model")
     card = loaded.card
@@ -106,8 +112,11 @@ def test_training_writes_a_complete_run_directory(tmp_path: Path, capsys: pytest
     assert card.background == "dark"
     assert card.training["mode"] == "semi-supervised"
     assert card.training["labels_per_class"] == 5 and card.training["num_labelled"] == 20
+    assert card.training["labelled_per_class"] == {"top": 5, "upper": 5, "lower": 5, "bottom": 5}
     assert card.training["command"][0] == "sgan-train"
-    assert 1 <= card.training["best_epoch"] <= 3
+    assert card.training["budget_steps"] == 60 and card.training["steps_per_pass"] == 20
+    assert card.training["selection"]["rule"] == "validation split"  # --val-size: research mode
+    assert 1 <= card.training["selection"]["round"] <= 3
     assert card.metrics["test_accuracy"] == metrics["test_accuracy"]
     assert set(card.metrics["per_class_test_accuracy"]) == set(card.class_names)
     assert card.metrics["validation_accuracy"] == max(json.loads(x)["val_accuracy"] for x in
@@ -187,14 +196,14 @@ def test_a_run_killed_with_sigkill_resumes_and_finishes(tmp_path: Path) -> None:
     data = write_bars_dataset(tmp_path / "bars", train_count=2400)
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "training", *train_args(data, out, "--epochs", "40")],
+        [sys.executable, "-m", "training", *train_args(data, out, "--steps", "4000", "--round-steps", "40")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=_env(),
     )
     try:
         deadline = time.monotonic() + 120
-        while len(epochs_logged(out)) < 2 and time.monotonic() < deadline and process.poll() is None:
+        while len(rounds_logged(out)) < 2 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)
         assert process.poll() is None, "the run ended before it could be killed; make it longer"
         process.send_signal(signal.SIGKILL)
@@ -202,11 +211,11 @@ def test_a_run_killed_with_sigkill_resumes_and_finishes(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
-    killed_at = len(epochs_logged(out))
-    assert 2 <= killed_at < 40
-    # Resume and shorten the run so the test stays fast: the epoch counter continues, nothing repeats.
-    run_cli(*train_args(data, out, "--resume", "--epochs", str(killed_at + 2)))
-    logged = epochs_logged(out)
+    killed_at = len(rounds_logged(out))
+    assert 2 <= killed_at < 100
+    # Resume and shorten the run so the test stays fast: the round counter continues, nothing repeats.
+    run_cli(*train_args(data, out, "--resume", "--steps", str(40 * (killed_at + 2))))
+    logged = rounds_logged(out)
     assert logged == list(range(1, killed_at + 3))
     assert read_card(out / "model").metrics["test_accuracy"] > 0.6
 
@@ -215,14 +224,14 @@ def test_ctrl_c_saves_the_state_and_exits_cleanly(tmp_path: Path) -> None:
     data = write_bars_dataset(tmp_path / "bars", train_count=2400)
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "training", *train_args(data, out, "--epochs", "40")],
+        [sys.executable, "-m", "training", *train_args(data, out, "--steps", "4000", "--round-steps", "40")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=_env(),
     )
     deadline = time.monotonic() + 120
-    while not epochs_logged(out) and time.monotonic() < deadline and process.poll() is None:
+    while not rounds_logged(out) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -238,8 +247,8 @@ def test_bad_input_gives_a_clear_message_and_no_traceback(tmp_path: Path) -> Non
     assert too_big.returncode == 2 and "Traceback" not in too_big.stderr
     assert "5000" in too_big.stderr
 
-    no_validation = run_cli(*train_args(data, tmp_path / "v", "--val-size", "0"), check=False)
-    assert no_validation.returncode == 2 and "at least 1" in no_validation.stderr
+    no_budget = run_cli(*train_args(data, tmp_path / "v", "--steps", "0"), check=False)
+    assert no_budget.returncode == 2 and "at least one step" in no_budget.stderr
 
     too_many_labels = run_cli(*train_args(data, tmp_path / "b", "--labels-per-class", "100000"), check=False)
     assert too_many_labels.returncode == 2 and "Traceback" not in too_many_labels.stderr

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.readers.base import (
-    DEFAULT_FOLDER_IMAGE_SHAPE,
     SPLITS,
+    UNLABELLED,
     DataError,
     DatasetNotFoundError,
     ImageDataset,
@@ -27,9 +27,11 @@ from training.readers.folder import FolderReader
 from training.readers.idx import IDX_FILE_NAMES, IdxReader
 from training.readers.known import KNOWN_DATASETS, class_names_from_folder_name, known_name, load_known
 from training.readers.npz import NpzReader
+from training.readers.partly import CsvLabelsReader, PartlyLabelledFolderReader
 
 __all__ = [
     "KNOWN_DATASETS",
+    "UNLABELLED",
     "READERS",
     "DataError",
     "DatasetNotFoundError",
@@ -38,9 +40,11 @@ __all__ = [
     "load_dataset",
 ]
 
-# Every format, in the order detection tries them: the first whose ``detect`` accepts a path reads it.
+# Every format, in the order detection tries them: the first whose ``detect`` accepts a path reads it. (A
+# folder plus a CSV of labels is not detected: ``--labels`` names the CSV.)
 READERS: dict[str, Reader] = {
-    reader.name: reader for reader in (IdxReader(), NpzReader(), CifarReader(), FolderReader())
+    reader.name: reader
+    for reader in (IdxReader(), NpzReader(), CifarReader(), PartlyLabelledFolderReader(), FolderReader())
 }
 
 
@@ -64,6 +68,7 @@ def load_dataset(
     data_dir: str | Path | None = None,
     download: bool = False,
     image_shape: tuple[int, int, int] | None = None,
+    labels_csv: str | Path | None = None,
 ) -> ImageDataset:
     """One split of a dataset as uint8 (N, C, H, W) images.
 
@@ -73,19 +78,25 @@ def load_dataset(
     ``/usr/share/datasets/<name>`` (where Debian's dataset packages install); the first holding the split
     wins. With ``download`` a missing known dataset is fetched with torchvision into ``data_dir/<name>``
     (or ``./data/<name>``). ``image_shape`` (C, H, W) is only used to resize images from a folder of images
-    (default (3, 32, 32)); other formats keep their native shape.
+    (None: chosen from the images); other formats keep their native shape. ``labels_csv`` names a CSV of ``path,label``
+    rows for a folder of images (``name``): the listed images are labelled, the others unlabelled (label -1).
     """
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    known = known_name(name) if isinstance(name, str) else None  # a Path is always a path
-    raw = load_known(known, split, data_dir, download, READERS) if known else _load_path(Path(name), split, image_shape)
+    known = known_name(name) if isinstance(name, str) and labels_csv is None else None  # a Path is always a path
+    if known:
+        raw = load_known(known, split, data_dir, download, READERS)
+    else:
+        raw = _load_path(Path(name), split, image_shape, labels_csv)
     class_names = raw.class_names
     if class_names is None:
         class_names = [str(index) for index in range(int(raw.labels.max(initial=-1)) + 1)]
     return ImageDataset(images=raw.images, labels=raw.labels, class_names=class_names, source=raw.source)
 
 
-def _load_path(path: Path, split: Split, image_shape: tuple[int, int, int] | None) -> RawSplit:
+def _load_path(
+    path: Path, split: Split, image_shape: tuple[int, int, int] | None, labels_csv: str | Path | None
+) -> RawSplit:
     path = path.expanduser()
     if not path.exists():
         raise DataError(
@@ -93,7 +104,10 @@ def _load_path(path: Path, split: Split, image_shape: tuple[int, int, int] | Non
             "by that name exists (a path may name IDX files, .npz arrays, CIFAR-10 batches or a folder "
             "of images per class)"
         )
-    raw = detect_reader(path).read(path, split, image_shape or DEFAULT_FOLDER_IMAGE_SHAPE)
+    if labels_csv is not None and not Path(labels_csv).expanduser().is_file():
+        raise DataError(f"--labels {labels_csv}: no such file")
+    reader = CsvLabelsReader(Path(labels_csv).expanduser()) if labels_csv is not None else detect_reader(path)
+    raw = reader.read(path, split, image_shape)
     if raw.class_names is None:
         raw = raw._replace(class_names=class_names_from_folder_name(path, raw.labels))
     return raw

@@ -16,8 +16,7 @@ import numpy as np
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
-# The size a folder of images is resized to when the caller names none.
-DEFAULT_FOLDER_IMAGE_SHAPE: tuple[int, int, int] = (3, 32, 32)
+UNLABELLED = -1  # the label of an image nobody labelled (the usual SSL convention)
 
 
 class DataError(ValueError):
@@ -38,7 +37,7 @@ class ImageDataset:
     """
 
     images: np.ndarray  # uint8 (N, C, H, W)
-    labels: np.ndarray  # int64 (N,), values in 0..K-1
+    labels: np.ndarray  # int64 (N,), values in 0..K-1, or UNLABELLED (-1) for an image nobody labelled
     class_names: list[str]  # index order
     source: str  # where it was read from, for the model card
 
@@ -52,11 +51,11 @@ class ImageDataset:
                 f"{self.source}: {len(self.images)} images but labels of shape {self.labels.shape} "
                 f"({self.labels.dtype})"
             )
-        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+        if len(self.labels) and (self.labels.min() < UNLABELLED or self.labels.max() >= len(self.class_names)):
             raise DataError(
                 f"{self.source}: labels run from {self.labels.min()} to {self.labels.max()}, "
                 f"but there are {len(self.class_names)} class names "
-                f"(labels must be 0..{len(self.class_names) - 1})"
+                f"(labels must be 0..{len(self.class_names) - 1}, or -1 for unlabelled)"
             )
 
     def __len__(self) -> int:
@@ -71,6 +70,15 @@ class ImageDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def num_unlabelled(self) -> int:
+        return int((self.labels == UNLABELLED).sum())
+
+    def labelled_only(self) -> ImageDataset:
+        """The labelled images alone (what an evaluation can score)."""
+        keep = self.labels != UNLABELLED
+        return ImageDataset(self.images[keep], self.labels[keep], self.class_names, self.source)
 
 
 class RawSplit(NamedTuple):
@@ -120,8 +128,8 @@ def to_labels(labels: np.ndarray, count: int, source: str) -> np.ndarray:
         raise DataError(f"{source}: {count} images but labels of shape {labels.shape}")
     if not np.array_equal(labels, np.round(labels)):
         raise DataError(f"{source}: labels must be whole class indices, found fractions")
-    if count and labels.min() < 0:
-        raise DataError(f"{source}: labels must be class indices 0..K-1, found {labels.min()}")
+    if count and labels.min() < UNLABELLED:
+        raise DataError(f"{source}: labels must be class indices 0..K-1 (or -1: unlabelled), found {labels.min()}")
     return labels.astype(np.int64)
 
 
@@ -138,6 +146,7 @@ class Reader(Protocol):
         """Whether ``directory`` holds ``split`` in this format."""
         ...
 
-    def read(self, path: Path, split: Split, image_shape: tuple[int, int, int]) -> RawSplit:
-        """``split``'s images and labels; ``image_shape`` only matters to formats that resize (folders)."""
+    def read(self, path: Path, split: Split, image_shape: tuple[int, int, int] | None) -> RawSplit:
+        """``split``'s images and labels. ``image_shape`` only matters to formats that decode image files
+        (folders), which choose one from the images when it is None."""
         ...

@@ -107,5 +107,5 @@ class CifarReader:
     def has_split(self, directory: Path, split: Split) -> bool:
         return _has_cifar_split(directory, split)
 
-    def read(self, path: Path, split: Split, image_shape: tuple[int, int, int]) -> RawSplit:
+    def read(self, path: Path, split: Split, image_shape: tuple[int, int, int] | None) -> RawSplit:
         return _read_cifar(path if path.is_dir() else path.parent, split)

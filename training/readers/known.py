@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.readers.base import DEFAULT_FOLDER_IMAGE_SHAPE, DataError, DatasetNotFoundError, RawSplit, Reader, Split
+from training.readers.base import DataError, DatasetNotFoundError, RawSplit, Reader, Split
 from training.readers.cifar import CIFAR10_CLASS_NAMES, CIFAR_FILE_NAMES, CIFAR_SUBDIR
 from training.readers.idx import IDX_FILE_NAMES
 
@@ -183,5 +183,5 @@ def load_known(
         raise DatasetNotFoundError(_not_found_message(name, spec, split, places))
     directory, reader = found
     logger.info("reading %s %s split (%s) from %s", name, split, reader.name, directory)
-    raw = reader.read(directory, split, DEFAULT_FOLDER_IMAGE_SHAPE)
+    raw = reader.read(directory, split, None)
     return raw._replace(class_names=raw.class_names or list(spec.class_names))

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from training.readers.base import DataError, RawSplit, Split, to_labels, to_uint8_nchw
+from training.readers.base import UNLABELLED, DataError, RawSplit, Split, to_labels, to_uint8_nchw
 
 _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
@@ -98,7 +98,23 @@ def _read_npz(path: Path, split: Split) -> RawSplit:
         if "class_names" in _npz_keys(names_path):
             class_names = [str(name) for name in _npz_array(names_path, "class_names").ravel()]
             break
+    if split == "train":
+        images, labels = _with_unlabelled_array(location.images_path, images, labels)
     return RawSplit(images, labels, class_names, str(location.images_path))
+
+
+UNLABELLED_KEYS = ("x_unlabelled", "x_unlabeled", "unlabelled_images", "unlabeled_images")
+
+
+def _with_unlabelled_array(path: Path, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Append a separate array of unlabelled training images (label -1), when the file holds one."""
+    key = next((key for key in UNLABELLED_KEYS if key in _npz_keys(path)), None)
+    if key is None:
+        return images, labels
+    extra = to_uint8_nchw(_npz_array(path, key), f"{path}[{key}]")
+    if extra.shape[1:] != images.shape[1:]:
+        raise DataError(f"{path}[{key}]: images of shape {extra.shape[1:]}, the labelled ones are {images.shape[1:]}")
+    return np.concatenate([images, extra]), np.concatenate([labels, np.full(len(extra), UNLABELLED, dtype=np.int64)])
 
 
 class NpzReader:
@@ -112,5 +128,5 @@ class NpzReader:
     def has_split(self, directory: Path, split: Split) -> bool:
         return _locate_npz_split(_npz_files(directory), split) is not None
 
-    def read(self, path: Path, split: Split, image_shape: tuple[int, int, int]) -> RawSplit:
+    def read(self, path: Path, split: Split, image_shape: tuple[int, int, int] | None) -> RawSplit:
         return _read_npz(path, split)

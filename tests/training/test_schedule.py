@@ -1,0 +1,74 @@
+"""The step budget: the learning-rate schedule, steps per pass for pools of any size, and a run stopped in
+the middle of its budget that resumes to exactly the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_trainer import write_bars_dataset
+
+from training.config import TrainConfig
+from training.readers import DataError
+from training.run import train
+from training.schedule import LinearDecaySchedule
+from training.trainer import MIN_ROUND_STEPS, Budget, Trainer
+
+
+def test_the_learning_rate_is_constant_then_decays_linearly_to_zero() -> None:
+    schedule = LinearDecaySchedule(base_rate=1e-3, total_steps=1000, decay_fraction=0.4)
+    assert schedule.decay_start == 600
+    assert schedule.rate(0) == schedule.rate(599) == 1e-3
+    assert schedule.rate(800) == pytest.approx(0.5e-3)
+    assert schedule.rate(999) == pytest.approx(1e-3 / 400)
+    assert schedule.rate(1000) == 0.0
+
+
+def budget_for(pool: int, **options: object) -> Budget:
+    config = TrainConfig(dataset="x", out="y", **options).resolved((1, 28, 28))  # type: ignore[arg-type]
+    return Budget.of(config, steps_per_pass=max(1, pool // config.batch_size))
+
+
+def test_small_pools_cycle_more_often_and_large_ones_are_not_cut_short() -> None:
+    small, usual = budget_for(5_000), budget_for(55_000)
+    assert small.total_steps == usual.total_steps == 27_500  # the recipe's budget, whatever the pool
+    assert (small.steps_per_pass, usual.steps_per_pass) == (50, 550)
+    assert (small.passes(small.total_steps), usual.passes(usual.total_steps)) == (550.0, 50.0)
+    # A round is a pass, but at least MIN_ROUND_STEPS: a small pool does not log every few seconds.
+    assert (small.round_steps, usual.round_steps) == (MIN_ROUND_STEPS, 550)
+    assert budget_for(5_000, epochs=3).total_steps == 150  # --epochs counts passes
+    assert budget_for(5_000, steps=1234).rounds == 3
+    with pytest.raises(DataError, match="at least one step"):
+        budget_for(5_000, steps=0)
+
+
+def _config(data: Path, out: Path) -> TrainConfig:
+    return TrainConfig(
+        dataset=str(data), out=str(out), labels_per_class=5, batch_size=50, steps=50, round_steps=20,
+        progress=False, precision="fp32",
+    )  # fmt: skip
+
+
+def test_a_run_stopped_mid_budget_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    data = write_bars_dataset(tmp_path / "bars", train_count=800, test_count=40)
+    train(_config(data, tmp_path / "whole"))
+
+    def stop_at_step_27(trainer: Trainer) -> None:
+        step = trainer.step
+
+        def counting_step(global_step: int) -> dict[str, torch.Tensor]:
+            if global_step == 27:
+                trainer.stop_requested = True  # what Ctrl-C does
+            return step(global_step)
+
+        trainer.step = counting_step  # type: ignore[method-assign]
+
+    stopped = train(_config(data, tmp_path / "split"), on_trainer=stop_at_step_27)
+    assert stopped == {"stopped": True, "step": 28}  # mid-round (rounds end at 20, 40, 50) and mid-decay
+    train(_config(data, tmp_path / "split"), resume=True)
+    whole = load_file(tmp_path / "whole" / "model" / "discriminator.safetensors")
+    resumed = load_file(tmp_path / "split" / "model" / "discriminator.safetensors")
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
