@@ -126,11 +126,13 @@ def load_ood_images(name: str, image_shape: tuple[int, int, int], data_dir: str 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sgan-eval", description="Evaluate a model directory on a dataset's test split."
+        prog="sgan-eval",
+        description="Evaluate a model directory on a dataset's test split (for an image folder: its test/<class>/).",
     )
     parser.add_argument("model_dir", help="model directory written by sgan-train (holds model.json)")
     parser.add_argument("--dataset", required=True, help="dataset name (e.g. fashion-mnist) or path")
     parser.add_argument("--data-dir", help="directory holding the dataset files")
+    parser.add_argument("--labels", help="the CSV of labels the model was trained with, for a folder of images")
     parser.add_argument(
         "--ood-dataset",
         action="append",
@@ -148,9 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loaded = load_model_dir(args.model_dir, device=select_device(args.device))
         shape = loaded.card.image_shape
-        test = load_dataset(args.dataset, "test", data_dir=args.data_dir, image_shape=shape)
+        test = load_dataset(
+            args.dataset, "test", data_dir=args.data_dir, image_shape=shape, labels_csv=args.labels
+        ).labelled_only()
         if test.image_shape != shape:
             raise DataError(f"the dataset's images are {test.image_shape}, the model takes {shape}")
+        if test.class_names != loaded.card.class_names:
+            raise DataError(f"the dataset's classes {test.class_names} are not the model's {loaded.card.class_names}")
         report = classification_report(loaded.discriminator, test)
         result = report.to_dict()
         result["model_id"] = loaded.card.model_id

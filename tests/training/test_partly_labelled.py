@@ -3,6 +3,7 @@ labels, .npz with -1 labels), every error a user can make with them, and the dec
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -265,3 +266,56 @@ def test_a_decode_killed_while_caching_leaves_no_cache_entry(tmp_path: Path, pri
     assert not [path for path in leftovers if path.suffix == ".npy"]  # only the hidden temp file, if any
     images, readable = decode_files(paths, (3, 8, 8), progress=False)
     assert readable.all() and images.shape == (50, 3, 8, 8)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# End to end, on a folder written from the real Fashion-MNIST
+# ----------------------------------------------------------------------------------------------------------
+
+REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def write_fashion_mnist_folder(root: Path, labelled_per_class: int, unlabelled: int, test_per_class: int) -> None:
+    """What a user's partly labelled folder looks like: a few labelled PNGs per class, a pile of JPEGs, test/."""
+    from training.readers import load_dataset as read
+
+    train = read("fashion-mnist", "train", data_dir=REAL_FASHION_MNIST)
+    test = read("fashion-mnist", "test", data_dir=REAL_FASHION_MNIST)
+    names = [name.replace("/", "-") for name in train.class_names]
+    order = np.random.default_rng(0).permutation(len(train))
+    for class_index, name in enumerate(names):
+        members = order[train.labels[order] == class_index][:labelled_per_class]
+        for index in members:
+            save(Image.fromarray(train.images[index, 0]), root / "labelled" / name / f"{index}.png", "PNG")
+        test_members = np.flatnonzero(test.labels == class_index)[:test_per_class]
+        for index in test_members:
+            save(Image.fromarray(test.images[index, 0]), root / "test" / name / f"{index}.png", "PNG")
+    for index in order[-unlabelled:]:
+        save(Image.fromarray(train.images[index, 0]), root / "unlabelled" / f"{index % 7}" / f"{index}.jpg", "JPEG")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_a_partly_labelled_fashion_mnist_folder_trains_and_evaluates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model import read_card
+    from training import cli, evaluate
+
+    data = tmp_path / "clothes"
+    write_fashion_mnist_folder(data, labelled_per_class=10, unlabelled=3000, test_per_class=50)
+    out = tmp_path / "run"
+    # Only --dataset and --out, plus a short budget (the default one is a 15-minute run).
+    assert cli.main(["--dataset", str(data), "--out", str(out), "--steps", "400", "--no-progress"]) == 0
+    card = read_card(out / "model")
+    assert card.image_shape == (1, 28, 28) and card.discriminator.architecture == "mlp"  # chosen from the images
+    assert card.training["num_labelled"] == 100 and card.training["num_unlabelled"] == 3100
+    assert set(card.training["labelled_per_class"].values()) == {10}
+    assert card.training["selection"] == {"rule": "final", "round": 1}
+    assert card.metrics["num_test_images"] == 500
+    capsys.readouterr()
+    assert evaluate.main([str(out / "model"), "--dataset", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_test_images"] == 500
+    assert result["test_accuracy"] == pytest.approx(card.metrics["test_accuracy"])
+    assert result["test_accuracy"] > 0.45  # chance is 0.10; 400 steps from 100 labels
