@@ -10,7 +10,7 @@ import sys
 from types import FrameType
 
 from model import ModelDirectoryError
-from training.config import TrainConfig, add_config_arguments, config_from_args, resume_config
+from training.config import TrainConfig, add_config_arguments, apply_preset, config_from_args, resume_config
 from training.readers import DataError
 from training.run import train
 from training.rundir import RunDirectory
@@ -58,7 +58,9 @@ def install_stop_handlers(trainer: Trainer) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    apply_preset(parser, argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = config_for(args, argv)

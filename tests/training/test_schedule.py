@@ -72,3 +72,21 @@ def test_a_run_stopped_mid_budget_resumes_to_the_same_weights(tmp_path: Path) ->
     resumed = load_file(tmp_path / "split" / "model" / "discriminator.safetensors")
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
+def test_the_reference_recipe_sets_its_options_and_flags_beside_it_win() -> None:
+    from training.cli import build_parser
+    from training.config import apply_preset, config_from_args
+
+    def parsed(*argv: str) -> TrainConfig:
+        parser = build_parser()
+        apply_preset(parser, list(argv))
+        return config_from_args(parser.parse_args(list(argv)), ["sgan-train", *argv])
+
+    reference = parsed("--dataset", "mnist", "--out", "o", "--recipe", "improved-gan-mnist")
+    assert reference.learning_rate == 3e-3 and reference.steps == 180_000 and reference.fake_noise_fraction == 0.0
+    assert reference.lr_decay_fraction == pytest.approx(1 / 3)
+    assert reference.discriminator_options == {"hidden_sizes": "1000,500,250,250,250"}
+    shorter = parsed("--recipe", "improved-gan-mnist", "--steps", "600", "--dataset", "mnist", "--out", "o")
+    assert shorter.steps == 600 and shorter.learning_rate == 3e-3
+    assert parsed("--dataset", "mnist", "--out", "o").learning_rate is None  # no recipe: the image size's default
