@@ -45,11 +45,10 @@ def training_images() -> ImageDataset:
 
 def time_steps(trainer: Trainer, warmup: int, steps: int) -> float:
     """Seconds per step, after ``warmup`` steps (cuDNN autotuning, compilation, allocator warm-up)."""
-    orders = trainer.epoch_order(0)
 
     def run(first: int, count: int) -> None:
         for step in range(first, first + count):
-            trainer.step(orders, step, step)
+            trainer.step(step)
 
     run(0, warmup)
     if trainer.device.type == "cuda":

@@ -261,13 +261,17 @@ class Trainer:
         )
         return tuple(torch.from_numpy(indices).to(self.device) for indices in order)  # type: ignore[return-value]
 
+    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch -> the networks' float input."""
+        return pixels_to_tensor(images).contiguous(memory_format=self.memory_format)
+
     def _batch(self, global_step: int) -> Batch:
         pass_index, step = divmod(global_step, self.budget.steps_per_pass)
         if self._order_cache is None or self._order_cache[0] != pass_index:
             self._order_cache = (pass_index, self.epoch_order(pass_index))
         window = slice(step * self.config.batch_size, (step + 1) * self.config.batch_size)
         labelled, unlabelled, matching = (order[window] for order in self._order_cache[1])
-        pixels = lambda images: pixels_to_tensor(images).contiguous(memory_format=self.memory_format)  # noqa: E731
+        pixels = self._pixels
         if self.config.baseline:
             return Batch(pixels(self.labelled_images[labelled]), self.labelled_targets[labelled])
         return Batch(
