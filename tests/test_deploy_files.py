@@ -1,11 +1,12 @@
 """The Docker files agree with the code they deploy.
 
-No Docker engine runs on our machines, so the images are never built here (scripts/ci-deploy-checks.sh lints
-and validates the files; scripts/compose-smoke.sh builds and runs them where Docker exists). What can drift
-silently is checked here instead: every program, flag, ``SGAN_*`` name, port, path and health check in the
-Dockerfile, .dockerignore, docker-compose.yml, the smoke script and the README's "Deploy with Docker"
-commands is compared with what the code declares (pyproject's console scripts, the argparse parsers,
-``Settings.model_fields``, the FastAPI routes), never with a copy of it written into this file.
+scripts/compose-smoke.sh builds and runs the images (CI runs it where a Docker engine can be started);
+scripts/ci-deploy-checks.sh lints and validates the files. What can drift silently is checked here, in
+seconds and without an engine: every program, flag, ``SGAN_*`` name, port, path, health check and pinned
+version in the Dockerfile, .dockerignore, docker-compose.yml, requirements.lock, the smoke script and the
+README's "Deploy with Docker" commands is compared with what the code declares (pyproject's console
+scripts and dependencies, the argparse parsers, ``Settings.model_fields``, the FastAPI routes, the
+installed distributions), never with a copy of it written into this file.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import argparse
 import ast
 import contextlib
 import importlib
+import importlib.metadata
 import io
 import json
+import os
 import re
 import shlex
+import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -27,6 +31,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 try:
     import tomllib
@@ -38,6 +45,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SMOKE_SCRIPT = ROOT / "scripts" / "compose-smoke.sh"
+LOCK_FILE = ROOT / "requirements.lock"
 README = ROOT / "README.md"
 README_SECTION = "## Deploy with Docker"
 
@@ -99,7 +107,7 @@ def training_variables() -> set[str]:
     """SGAN_* names the training package reads: the string constants of that shape in its source."""
     pattern = re.compile(rf"^{re.escape(env_prefix())}[A-Z0-9_]+$")
     names = set()
-    for source in (ROOT / "training").glob("*.py"):
+    for source in (ROOT / "training").rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.match(node.value):
                 names.add(node.value)
@@ -279,6 +287,18 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
+def training_services() -> dict[str, dict[str, Any]]:
+    """The services that run the train target: `train` (CPU) and `train-gpu`."""
+    services = compose()["services"]
+    return {
+        name: service for name, service in services.items() if (service.get("build") or {}).get("target") == "train"
+    }
+
+
+def reserved_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
+
+
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<default>[^}]*))?\}")
 
 
@@ -397,6 +417,7 @@ def compose_runs(text: str, where: str) -> list[ComposeRun]:
         for separator in ("&&", "||", ";", "|"):
             if separator in words:
                 words = words[: words.index(separator)]
+        words = [word for word in words if not re.match(r"^\d*[<>]", word)]  # 2>&1, >file: the shell's
         while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):  # VAR=value prefixes
             words = words[1:]
         if words[:2] == ["docker", "compose"]:
@@ -442,9 +463,8 @@ def test_every_program_the_files_start_is_a_console_script_and_its_flags_parse()
     scripts = console_scripts()
     starts: list[tuple[str, list[str]]] = []
     for stage in stages:
-        for instruction in ("ENTRYPOINT", "CMD"):
-            for arguments in stage.all(instruction):
-                starts.append((f"Dockerfile stage {stage.name} {instruction}", exec_form(arguments, stage.name)))
+        for arguments in stage.all("CMD"):
+            starts.append((f"Dockerfile stage {stage.name} CMD", exec_form(arguments, stage.name)))
     for name, service in compose()["services"].items():
         command = container_command(service)
         if command:
@@ -480,9 +500,47 @@ def test_the_default_image_serves_and_the_train_image_trains() -> None:
         assert target in stage_names, f"docker-compose.yml service {name} builds target {target!r}: no such stage"
     api_target = targets["api"]
     assert api_target == final.name, f"api builds {api_target!r}, the Dockerfile's default stage is {final.name!r}"
-    train_cmd = effective(stages, targets["train"])["cmd"] or []
-    train_program = (container_command(services["train"]) or train_cmd)[0]
-    assert scripts.get(train_program, "").startswith("training."), f"the train service runs {train_program!r}"
+    for name, service in training_services().items():
+        train_cmd = effective(stages, targets[name])["cmd"] or []
+        train_program = (container_command(service) or train_cmd)[0]
+        assert scripts.get(train_program, "").startswith("training."), f"the {name} service runs {train_program!r}"
+
+
+def test_the_train_entrypoint_runs_its_command_and_says_what_to_mount(tmp_path: Path) -> None:
+    """The train image's ENTRYPOINT is a script from the build context that runs the command it is given; a
+    training started with nothing at $SGAN_DATA_DIR first hears which host folder to mount there."""
+    _, stages = dockerfile_stages()
+    entrypoint = effective(stages, "train")["entrypoint"]
+    assert entrypoint and len(entrypoint) == 1, f"the train image's ENTRYPOINT: {entrypoint}"
+    copies = {}
+    for arguments in dict((stage.name, stage) for stage in stages)["train"].all("COPY"):
+        words = [word for word in arguments.split() if not word.startswith("--")]
+        copies[PurePosixPath(words[-1]).name] = ROOT / words[0]
+    script = copies.get(PurePosixPath(entrypoint[0]).name)
+    assert script and script.is_file(), f"ENTRYPOINT {entrypoint[0]} is not a file the train stage COPYs: {copies}"
+    assert effective(stages, stages[-1].name)["entrypoint"] is None, "the serving image must have no ENTRYPOINT"
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for program in ("sgan-train", "cp"):
+        (fake_bin / program).write_text(f'#!/bin/sh\necho "{program} ran with $*"\n')
+        (fake_bin / program).chmod(0o755)
+    data = tmp_path / "data"
+    data.mkdir()
+    environment = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "SGAN_DATA_DIR": str(data)}
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", str(script), *command], env=environment, capture_output=True, text=True)
+
+    empty = run("sgan-train", "--dataset", "fashion-mnist", "--out", "/runs/x")
+    assert empty.returncode == 0 and empty.stdout == "sgan-train ran with --dataset fashion-mnist --out /runs/x\n"
+    assert "TRAIN_DATA_DIR" in empty.stderr and str(data) in empty.stderr, empty.stderr
+    assert "pip" in empty.stderr, "the note should say that downloading inside the image cannot work"
+    publish = run("cp", "-r", "/runs/x/model", "/models/x")  # publishing needs no data: no note
+    assert publish.stdout == "cp ran with -r /runs/x/model /models/x\n" and publish.stderr == ""
+    (data / "fashion-mnist").mkdir()
+    mounted = run("sgan-train", "--dataset", "fashion-mnist", "--out", "/runs/x")
+    assert mounted.stderr == "", f"a note although {data} holds data: {mounted.stderr}"
 
 
 def test_images_run_as_a_non_root_user() -> None:
@@ -509,8 +567,9 @@ def test_sgan_variables_are_real_settings() -> None:
     services = compose()["services"]
     api_extra = set(service_environment(services["api"])) & (known - server)
     assert not api_extra, f"the api service sets training variables: {sorted(api_extra)}"
-    train_extra = {name for name in service_environment(services["train"]) if name.startswith(env_prefix())}
-    assert train_extra <= training, f"the train service sets variables training does not read: {train_extra}"
+    for name, service in training_services().items():
+        train_extra = {key for key in service_environment(service) if key.startswith(env_prefix())}
+        assert train_extra <= training, f"the {name} service sets variables training does not read: {train_extra}"
     _, stages = dockerfile_stages()
     for stage in stages:
         names = set(effective(stages, stage.name)["env"]) & known
@@ -631,15 +690,32 @@ def test_volumes_hold_the_paths_the_programs_use() -> None:
     services = document["services"]
     named = set(document.get("volumes") or {})
     api_mounts = service_mounts(services["api"], named)
-    train_mounts = service_mounts(services["train"], named)
     prefix = env_prefix()
+    all_train_mounts = []
+    runs = []
+    for name, service in training_services().items():
+        train_mounts = service_mounts(service, named)
+        all_train_mounts += train_mounts
+        data_dir = service_environment(service).get(f"{prefix}DATA_DIR")
+        assert data_dir and under(data_dir, train_mounts), f"{name}: {prefix}DATA_DIR={data_dir} is not on a volume"
+        data_mount = under(data_dir, train_mounts)
+        assert data_mount.read_only, f"{name} mounts the data read-write"
+        # With TRAIN_DATA_DIR unset, a bind mount of ./data would make Docker create it, empty and root-owned.
+        assert data_mount.named, f"{name}: with nothing set, the data mount is the host path {data_mount.source}"
+        runs.append(
+            ComposeRun("docker-compose.yml", service.get("profiles") or [], name, container_command(service) or [])
+        )
 
-    data_dir = service_environment(services["train"]).get(f"{prefix}DATA_DIR")
-    assert data_dir and under(data_dir, train_mounts), f"train: {prefix}DATA_DIR={data_dir} is not on a volume"
+        # A model published by a training service into a named volume is the same path for `api`.
+        for mount in api_mounts:
+            if mount.named:
+                assert any(m.source == mount.source and m.target == mount.target for m in train_mounts), (
+                    f"api mounts volume {mount.source} at {mount.target}; {name} must mount it at the same place"
+                )
+                assert mount.read_only, f"api should mount {mount.source} read-only"
 
     # What training writes must outlive the container; what the server reads must be a volume it mounts.
     problems = []
-    runs = [ComposeRun("docker-compose.yml", ["train"], "train", container_command(services["train"]) or [])]
     for run in runs + documented_runs():
         mounts = service_mounts(services[run.service], named)
         if run.command[:1] in (["sgan-train"], ["sgan-eval"]):
@@ -659,18 +735,10 @@ def test_volumes_hold_the_paths_the_programs_use() -> None:
                 problems.append(f"{where}: {prefix}MODEL_DIR={path} is on no volume of the api service")
     assert not problems, "\n".join(problems)
 
-    # A model published by `train` into a named volume is the same path for `api`.
-    for mount in api_mounts:
-        if mount.named:
-            assert any(m.source == mount.source and m.target == mount.target for m in train_mounts), (
-                f"api mounts volume {mount.source} at {mount.target}; train must mount it at the same place"
-            )
-            assert mount.read_only, f"api should mount {mount.source} read-only"
-
     # A fresh named volume takes the image directory's owner: the non-root user must own each mount point.
     _, stages = dockerfile_stages()
     runtime_runs = " ".join(" ".join(stage.all("RUN")) for stage in stage_chain(stages, stages[-1].name))
-    for mount in train_mounts + api_mounts:
+    for mount in all_train_mounts + api_mounts:
         if mount.named or not mount.read_only:
             assert re.search(rf"chown\b[^&;]*\s{re.escape(mount.target)}(\s|$)", runtime_runs), (
                 f"the image does not create and chown {mount.target}: the non-root user cannot write the volume"
@@ -679,10 +747,15 @@ def test_volumes_hold_the_paths_the_programs_use() -> None:
 
 def test_compose_services_have_the_promised_shape() -> None:
     services = compose()["services"]
-    api, train = services["api"], services["train"]
+    api = services["api"]
     assert "profiles" not in api, "api must start with a plain `docker compose up`"
     assert api.get("restart") in {"always", "unless-stopped", "on-failure"}, f"api restart: {api.get('restart')}"
-    assert train.get("profiles") == ["train"], f"train profiles: {train.get('profiles')}"
+    training = training_services()
+    assert set(training) == {"train", "train-gpu"}, f"training services: {sorted(training)}"
+    assert training["train"].get("profiles") == ["train"], f"train profiles: {training['train'].get('profiles')}"
+    assert training["train-gpu"].get("profiles") == ["gpu"], (
+        f"train-gpu profiles: {training['train-gpu'].get('profiles')}"
+    )
     drain_s = float(service_environment(api).get(f"{env_prefix()}GRACEFUL_SHUTDOWN_S", 0)) or (
         settings_class().model_fields["graceful_shutdown_s"].default
     )
@@ -690,8 +763,13 @@ def test_compose_services_have_the_promised_shape() -> None:
         f"api stop_grace_period {api.get('stop_grace_period', '10s')} is shorter than the server's "
         f"{drain_s} s graceful shutdown: Docker would SIGKILL it mid-drain"
     )
-    devices = train["deploy"]["resources"]["reservations"]["devices"]
-    assert any("gpu" in device.get("capabilities", []) for device in devices), f"train reserves no GPU: {devices}"
+    # Training, evaluation and publishing through `train` work on a host without the NVIDIA toolkit.
+    assert not reserved_devices(training["train"]), "train reserves devices: it must run on any host"
+    devices = reserved_devices(training["train-gpu"])
+    assert any("gpu" in device.get("capabilities", []) for device in devices), f"train-gpu reserves no GPU: {devices}"
+    same = ("environment", "volumes", "command")
+    differ = [key for key in same if training["train"].get(key) != training["train-gpu"].get(key)]
+    assert not differ, f"train and train-gpu differ in {differ}: the same runs must work on either"
     for run in documented_runs():
         service = services.get(run.service)
         assert service is not None, f"{run.where}: `run {run.service}`: no such service in docker-compose.yml"
@@ -723,10 +801,22 @@ def test_build_arguments_exist_and_torch_matches_the_pin() -> None:
         f"Dockerfile TORCH_VERSION={declared.get('TORCH_VERSION')} but constraints.txt pins torch=={pins.get('torch')}"
     )
     services = compose()["services"]
-    api_index = interpolate(services["api"]["build"]["args"])["TORCH_INDEX_URL"]
-    train_index = interpolate(services["train"]["build"]["args"])["TORCH_INDEX_URL"]
-    assert "/cpu" in declared["TORCH_INDEX_URL"] and "/cpu" in api_index, "the serving image must get the CPU torch"
-    assert "/cpu" not in train_index, f"the train image gets torch from {train_index}: not a CUDA build"
+    args = {name: interpolate(service["build"]["args"]) for name, service in services.items()}
+    assert "/cpu" in declared["TORCH_INDEX_URL"] and "/cpu" in args["api"]["TORCH_INDEX_URL"], (
+        "the serving image must get the CPU torch"
+    )
+    # The CPU training image reuses every layer of the serving image's build but the last.
+    assert args["train"] == args["api"], f"train builds with {args['train']}, api with {args['api']}"
+    gpu_index = args["train-gpu"]["TORCH_INDEX_URL"]
+    assert "/cpu" not in gpu_index, f"the train-gpu image gets torch from {gpu_index}: not a CUDA build"
+    # Air-gapped builds: the base image and the package indexes are build arguments that compose passes on
+    # from the environment; left unset there, they keep the Dockerfile's defaults.
+    for name in ("PYTHON_IMAGE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        assert name in declared, f"the Dockerfile has no ARG {name}"
+        for service, service_args in args.items():
+            assert name in service_args and service_args[name] is None, (
+                f"docker-compose.yml {service} should pass {name} through from the environment (no value)"
+            )
 
 
 def test_dockerignore_keeps_local_state_out_and_lets_the_package_in() -> None:
@@ -762,3 +852,82 @@ def test_dockerignore_keeps_local_state_out_and_lets_the_package_in() -> None:
         context_files += [str(p.relative_to(ROOT)) for p in files if "__pycache__" not in p.parts]
     missing = [path for path in context_files if is_ignored(path, rules)]
     assert not missing, f".dockerignore keeps out files the image needs: {missing[:10]}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# requirements.lock: the image's dependencies
+
+
+def locked_pins() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {canonical name: (version, [sha256 hashes])}."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    entries = re.split(r"\n(?=[A-Za-z0-9])", LOCK_FILE.read_text())
+    for entry in entries:
+        match = re.match(r"([A-Za-z0-9_.-]+)==([^\s;\\]+)", entry)
+        if match:
+            pins[canonicalize_name(match[1])] = (match[2], re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
+    return pins
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes_but_torch() -> None:
+    pins = locked_pins()
+    assert pins, "requirements.lock pins nothing"
+    unhashed = [name for name, (_, hashes) in pins.items() if not hashes]
+    assert not unhashed, f"requirements.lock: pins without a sha256 (pip's hash-checking mode refuses them): {unhashed}"
+    # torch is installed from TORCH_INDEX_URL (its CPU and CUDA builds are different files of one version).
+    assert "torch" not in pins, "requirements.lock pins torch: the train-gpu build could not install a CUDA torch"
+    environment = default_environment() | {"python_version": "3.11", "sys_platform": "linux", "extra": ""}
+    problems = []
+    for line in pyproject()["project"]["dependencies"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        if name == "torch" or (requirement.marker and not requirement.marker.evaluate(environment)):
+            continue
+        if name not in pins:
+            problems.append(f"{requirement}: not in the lock")
+        elif not requirement.specifier.contains(pins[name][0], prereleases=True):
+            problems.append(f"{requirement}: the lock has {pins[name][0]}")
+    assert not problems, "requirements.lock is stale; run scripts/lock-image-deps.sh:\n" + "\n".join(problems)
+
+
+def test_the_tests_run_the_locked_versions() -> None:
+    """The images ship requirements.lock; this environment (CI's, installed with the lock as constraints) must
+    hold the same versions, or the tests vouch for packages the images do not have."""
+    drifted = {}
+    for name, (version, _) in locked_pins().items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != version:
+            drifted[name] = f"locked {version}, installed {installed}"
+    assert not drifted, (
+        f"this environment differs from requirements.lock: {drifted}. Install with the lock as constraints, as "
+        ".ci/run does, or move the lock (scripts/lock-image-deps.sh --upgrade-package NAME)"
+    )
+
+
+def test_the_image_installs_the_lock_in_hash_checking_mode_and_nothing_unpinned() -> None:
+    _, stages = dockerfile_stages()
+    runs = [run for stage in stages for run in stage.all("RUN")]
+    copies = [copy.split() for stage in stages for copy in stage.all("COPY")]
+    lock_targets = [words[-1] for words in copies if LOCK_FILE.name in words[:-1]]
+    assert lock_targets, "the Dockerfile does not COPY requirements.lock"
+    lock_installs = [run for run in runs if "--require-hashes" in run and f"-r {lock_targets[0]}" in run]
+    assert lock_installs, f"no RUN installs {lock_targets[0]} with pip install --require-hashes"
+    # Every other pip install: torch alone (pinned by TORCH_VERSION), or the package without dependencies.
+    for run in runs:
+        for command in re.findall(r"pip install ([^&;]*)", run):
+            if "--require-hashes" in command:
+                continue
+            words = shlex.split(command)
+            packages, index = [], 0
+            while index < len(words):
+                if words[index] in {"--index-url", "--extra-index-url", "--find-links", "-r", "-c"}:
+                    index += 1  # the option's value
+                elif not words[index].startswith("-"):
+                    packages.append(words[index])
+                index += 1
+            assert packages == ["torch==${TORCH_VERSION}"] or ("--no-deps" in words and packages == ["."]), (
+                f"Dockerfile: `pip install {command.strip()}` installs packages that requirements.lock does not pin"
+            )

@@ -434,3 +434,13 @@ def test_real_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert train.num_classes == 10 and train.class_names[0] == "T-shirt/top"
     assert np.bincount(train.labels).tolist() == [6000] * 10
+
+
+def test_inside_the_train_image_the_not_found_message_says_what_to_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(known.CONTAINER_ENV, "1")
+    monkeypatch.setenv(known.DATA_DIR_ENV, "/data")
+    with pytest.raises(DatasetNotFoundError) as error:
+        load_dataset("kmnist", "train")
+    message = str(error.value)
+    assert "mount DIR at /data" in message and "TRAIN_DATA_DIR=DIR" in message
+    assert "--download" not in message and "pip" not in message and "apt-get" not in message

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 # Where Debian's dataset packages install their data (`dataset-fashion-mnist` -> fashion-mnist/).
 SYSTEM_DATASETS_DIR = Path("/usr/share/datasets")
 DATA_DIR_ENV = "SGAN_DATA_DIR"
+CONTAINER_ENV = "SGAN_IN_CONTAINER"  # set by the train image
 DOWNLOAD_EXTRA_HINT = "pip install 'sgan-service[download]'"
 
 
@@ -124,6 +125,13 @@ def _find_known(
 def _not_found_message(name: str, spec: KnownDataset, split: Split, places: Sequence[Path]) -> str:
     looked = "\n".join(f"  - {place}" for place in places)
     files = " or ".join(spec.expected_files(split))
+    if os.environ.get(CONTAINER_ENV):  # apt-get, pip and downloads cannot work inside the train image
+        mount = os.environ.get(DATA_DIR_ENV, "/data")
+        return (
+            f"dataset {name!r} ({split} split) not found. Looked for {files} in:\n{looked}\nTo get it: put the files "
+            f"in a host folder DIR/{name}/ and mount DIR at {mount} (docker compose: TRAIN_DATA_DIR=DIR; "
+            f"docker run: -v DIR:{mount}:ro)"
+        )
     ways = []
     if spec.debian_package:
         ways.append(
