@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 from typing import Any
 
 import uvicorn
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--workers", type=int, help="server processes (SGAN_WORKERS, default min(2, cores))")
     model = parser.add_argument_group("model")
     model.add_argument("--model-dir", help="model directory (SGAN_MODEL_DIR, default: the bundled model)")
+    model.add_argument(
+        "--models-dir", help="a folder of model directories, served as /models/NAME/... (SGAN_MODELS_DIR)"
+    )
     return parser
 
 
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             ("host", args.host),
             ("port", args.port),
             ("model_dir", args.model_dir),
+            ("models_dir", args.models_dir),
             ("log_level", args.log_level),
             ("workers", args.workers),
         )
@@ -55,7 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         "timeout_graceful_shutdown": int(settings.graceful_shutdown_s),
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **options)
+        # SIGHUP asks for a reload of the models (app/registry.py): ignored until the app takes it over, instead
+        # of the default of ending the process.
+        previous = signal.signal(signal.SIGHUP, signal.SIG_IGN) if hasattr(signal, "SIGHUP") else None
+        try:
+            uvicorn.run(create_app(settings), **options)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGHUP, previous)
         return 0
     # Several processes: each builds its app from the SGAN_* environment (get_settings), so the flags are handed
     # down through it.

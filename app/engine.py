@@ -4,7 +4,9 @@ Concurrent classify requests are merged into micro-batches: a request's image wa
 task takes up to ``max_batch_size`` images, waiting at most ``max_batch_wait`` after the oldest arrived, and
 runs them through the discriminator in one forward pass on a dedicated single-thread executor. One thread
 means torch calls never overlap (its intra-op pool is sized by ``torch_threads``, set in that thread) and
-the event loop only ever awaits a future.
+the event loop only ever awaits a future. Several engines (several models, or the two versions of one model
+during a live swap, app/registry.py) share one ``TorchThread``, so a process never runs two forward passes at
+once whatever it serves.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,12 +26,17 @@ from app.metrics import Metrics
 from model import LoadedModel, ModelCard, class_probabilities, realness_from_logits
 from model.imaging import pixels_to_tensor, tensor_to_pixels
 from model.networks import fold_weight_norm
+from model.suggest import ImageScores, score_images
 
 logger = logging.getLogger(__name__)
 
 # Latents drawn per round while /sample?label= looks for a class: large enough to amortise a forward pass,
 # fixed so that a seed always draws the same sequence.
 SAMPLE_DRAW_CHUNK = 64
+
+
+# uint8 (B, C, H, W) -> probabilities (B, K) float32, realness (B,) float32: one forward pass of a backend.
+Classifier = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 class EngineUnavailable(RuntimeError):
@@ -61,6 +69,29 @@ class _Job:
     enqueued_at: float
 
 
+class TorchThread:
+    """The one thread that runs torch for its owners, with torch's intra-op pool sized in it."""
+
+    def __init__(self, torch_threads: int | None = None) -> None:
+        self.torch_threads = torch_threads
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgan-torch")
+        self._previous_torch_threads: int | None = None
+
+    async def start(self) -> None:
+        if self.torch_threads is not None:
+            # With OpenMP the thread count is a per-thread setting: set it in the one thread that runs torch.
+            loop = asyncio.get_running_loop()
+            self._previous_torch_threads = await loop.run_in_executor(
+                self.executor, _swap_torch_threads, self.torch_threads
+            )
+
+    def close(self) -> None:
+        if self._previous_torch_threads is not None:
+            # torch also keeps the count process-wide for threads it has not started yet: leave it as found.
+            self.executor.submit(torch.set_num_threads, self._previous_torch_threads)
+        self.executor.shutdown(wait=True)
+
+
 class InferenceEngine:
     def __init__(
         self,
@@ -71,21 +102,27 @@ class InferenceEngine:
         max_queue: int = 1024,
         torch_threads: int | None = None,
         metrics: Metrics | None = None,
+        torch_thread: TorchThread | None = None,
+        classifier: Classifier | None = None,
     ) -> None:
+        """``torch_thread``: a thread shared with other engines (its owner starts and closes it); without one
+        the engine runs its own, sized by ``torch_threads``. ``classifier``: the forward pass to use instead of
+        the torch discriminator (app/backends.py)."""
         self.model = model
         fold_weight_norm(model.discriminator)
         fold_weight_norm(model.generator)
         self.max_batch_size = max_batch_size
         self.max_batch_wait_s = max_batch_wait_s
         self.max_queue = max_queue
-        self.torch_threads = torch_threads
         self.metrics = metrics
+        self.classifier = classifier
         self._pending: collections.deque[_Job] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgan-torch")
+        self._owns_thread = torch_thread is None
+        self._torch_thread = torch_thread if torch_thread is not None else TorchThread(torch_threads)
+        self._executor = self._torch_thread.executor
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
-        self._previous_torch_threads: int | None = None
 
     @property
     def card(self) -> ModelCard:
@@ -94,16 +131,12 @@ class InferenceEngine:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        if self.torch_threads is not None:
-            # With OpenMP the thread count is a per-thread setting: set it in the one thread that runs torch.
-            loop = asyncio.get_running_loop()
-            self._previous_torch_threads = await loop.run_in_executor(
-                self._executor, _swap_torch_threads, self.torch_threads
-            )
+        if self._owns_thread:
+            await self._torch_thread.start()
         self._worker = asyncio.create_task(self._run(), name="sgan-inference-worker")
 
     async def close(self) -> None:
-        """Refuse new work, finish what is queued, then stop the worker and its thread."""
+        """Refuse new work, finish what is queued, then stop the worker (and its thread, if it owns one)."""
         self._closing = True
         self._wakeup.set()
         if self._worker is not None:
@@ -111,10 +144,8 @@ class InferenceEngine:
                 await self._worker
             finally:
                 self._worker = None
-        if self._previous_torch_threads is not None:
-            # torch also keeps the count process-wide for threads it has not started yet: leave it as found.
-            self._executor.submit(torch.set_num_threads, self._previous_torch_threads)
-        self._executor.shutdown(wait=True)
+        if self._owns_thread:
+            self._torch_thread.close()
 
     # ------------------------------------------------------------------ public API
 
@@ -144,6 +175,16 @@ class InferenceEngine:
             raise EngineUnavailable("the server is shutting down")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._sample_sync, count, seed, label_index, max_draws)
+
+    async def score_for_labelling(self, images: np.ndarray) -> ImageScores:
+        """Probabilities, realness and discriminator features of uint8 (B, C, H, W) images, for ranking them
+        by what a label would teach (POST /suggest, model/suggest.py). One forward pass of the torch network on
+        the torch thread, outside the micro-batches: the request already is a batch, and it needs the features,
+        which the classify path (and its other backends) does not compute."""
+        if self._closing:
+            raise EngineUnavailable("the server is shutting down")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, score_images, self.model.discriminator, images)
 
     # ------------------------------------------------------------------ worker
 
@@ -214,6 +255,8 @@ class InferenceEngine:
 
     def _forward(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (B, C, H, W) -> probabilities (B, K), realness (B,)."""
+        if self.classifier is not None:
+            return self.classifier(pixels)
         with torch.inference_mode():
             logits = self.model.discriminator(pixels_to_tensor(pixels))  # (B, K)
             probabilities = class_probabilities(logits).numpy()

@@ -1,27 +1,26 @@
-"""The FastAPI app factory and its lifespan (load the model once, free it after serving)."""
+"""The FastAPI app factory and its lifespan (load the models, watch them for replacements, free them after
+serving)."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
-from app.engine import EngineUnavailable, InferenceEngine
+from app.engine import EngineUnavailable
 from app.imaging import ImageError
 from app.limits import BodySizeLimitMiddleware, BodyTimeoutMiddleware
 from app.metrics import Metrics, MetricsMiddleware
-from app.routes import classify, ops, sample, web
+from app.registry import ModelRegistry, ModelSlot
+from app.routes import classify, model_panel, models, ops, sample, suggest, web
 from app.settings import Settings, get_settings
-from model import load_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,9 @@ logger = logging.getLogger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    engine = await _load_engine(app, settings, metrics)
+    registry = ModelRegistry(settings, metrics, on_default_change=lambda slot: _show_default(app, metrics, slot))
+    await registry.start()
+    app.state.models = registry
     # Everything that exists now (torch, FastAPI, the model) lives as long as the process: take it out of the
     # cyclic garbage collector's view. Otherwise each full collection walks ~200,000 such objects, a 105 ms
     # stop of the event loop (measured on the 2-core benchmark machine) that set p99 under load at 100-150 ms
@@ -40,52 +41,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        # Uvicorn runs this after in-flight requests finished (SIGTERM: graceful shutdown), so close() only
-        # has to drain what is still queued.
-        if engine is not None:
-            app.state.engine = None
-            app.state.load_error = "the server is shutting down"
-            metrics.model_ready.set(0)
-            await engine.close()
+        # Uvicorn runs this after in-flight requests finished (SIGTERM: graceful shutdown), so closing only has
+        # to drain what is still queued.
+        app.state.models = None
+        await registry.close()
 
 
-async def _load_engine(app: FastAPI, settings: Settings, metrics: Metrics) -> InferenceEngine | None:
-    """Load the model and start its engine; on any failure, record why and serve without one (/ready 503)."""
-    model_dir = settings.resolved_model_dir
-    engine: InferenceEngine | None = None
-    try:
-        loaded = await asyncio.to_thread(load_model_dir, model_dir)
-        engine = InferenceEngine(
-            loaded,
-            max_batch_size=settings.max_batch_size,
-            max_batch_wait_s=settings.max_batch_wait_ms / 1000.0,
-            max_queue=settings.max_queue,
-            # Sized on purpose (see Settings.torch_threads) rather than torch's default of every core.
-            torch_threads=settings.torch_threads,
-            metrics=metrics,
-        )
-        await engine.start()
-        # One forward pass before taking traffic: the first user does not pay for torch's lazy set-up, and a
-        # card that does not match its weights is caught here rather than on every request.
-        await engine.classify(np.zeros(loaded.card.image_shape, dtype=np.uint8))
-    except Exception as exc:  # a missing or corrupt directory must leave a live process that says why
-        if engine is not None:
-            await engine.close()
-        app.state.load_error = f"cannot load the model from {model_dir}: {exc}"
-        logger.error("%s", app.state.load_error)
-        return None
-    app.state.engine = engine
-    app.state.load_error = None
-    metrics.model_ready.set(1)
-    card = engine.card
-    logger.info(
-        "model %s loaded from %s: %d classes, image shape %s",
-        card.model_id,
-        model_dir,
-        len(card.class_names),
-        card.image_shape,
-    )
-    return engine
+def _show_default(app: FastAPI, metrics: Metrics, slot: ModelSlot) -> None:
+    """The default model's version (or why there is none) where /ready, /info and the web page read it. A
+    missing or corrupt directory leaves a live process that says why."""
+    app.state.engine = slot.current.engine if slot.current is not None else None
+    app.state.load_error = slot.error
+    metrics.model_ready.set(0 if slot.current is None else 1)
 
 
 async def _image_error(request: Request, exc: Exception) -> JSONResponse:
@@ -120,9 +87,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics = Metrics()
     app.state.engine = None
+    app.state.models = None  # the ModelRegistry, while the lifespan runs
     app.state.load_error = "the model is still loading"
 
-    routers = (classify.router, sample.router, ops.router, web.router)
+    routers = (
+        classify.router,
+        sample.router,
+        ops.router,
+        web.router,
+        model_panel.router,
+        models.router,
+        suggest.router,
+    )
     for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
@@ -133,7 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
 
     def body_limit(path: str) -> int:
-        return settings.max_batch_body_bytes if path == "/classify/batch" else settings.max_body_bytes
+        # /classify/batch and /models/{name}/classify/batch
+        batch = path.endswith("/classify/batch") or path == "/suggest"  # /suggest takes a batch too
+        return settings.max_batch_body_bytes if batch else settings.max_body_bytes
 
     # Added last = outermost: metrics see every answer, the body limits' 413s and 408s included.
     app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_s)

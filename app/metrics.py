@@ -8,6 +8,7 @@ scrape of /metrics, whichever process takes it, reads all of them: the counts ar
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -72,6 +73,14 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemin",
         )
+        # Counted per process: with several workers each one swaps, so one replaced directory counts once per worker.
+        self.model_reloads = Counter(
+            "sgan_model_reloads_total",
+            "model directories reloaded after a change on disk, SIGHUP or POST /models/{name}/reload, by model and "
+            "outcome: swapped (the new version serves), refused (it failed to load or warm up; the old one serves)",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         """The Prometheus text format: of this app's registry, or of all server processes in multiprocess mode."""
@@ -91,8 +100,14 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.metrics = metrics
-        # Answers given before routing (a 413 for a declared oversize body) still count under their route.
+        # Answers given before routing (a 413 for a declared oversize body) still count under their route, a
+        # template with parameters (/models/{name}/classify) included.
         self.known_paths = known_paths
+        self.templates = tuple(
+            (re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path)) + "$"), path)
+            for path in sorted(known_paths)
+            if "{" in path
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,7 +127,7 @@ class MetricsMiddleware:
         finally:
             self.metrics.in_flight.dec()
             labels: dict[str, Any] = {
-                "route": _route_template(scope, self.known_paths),
+                "route": _route_template(scope, self.known_paths, self.templates),
                 "method": scope.get("method", ""),
                 "status": str(status["code"]),
             }
@@ -120,7 +135,9 @@ class MetricsMiddleware:
             self.metrics.latency.labels(**labels).observe(time.perf_counter() - start)
 
 
-def _route_template(scope: Scope, known_paths: frozenset[str]) -> str:
+def _route_template(
+    scope: Scope, known_paths: frozenset[str], templates: tuple[tuple[re.Pattern[str], str], ...] = ()
+) -> str:
     route = scope.get("route")
     template = getattr(route, "path", None)
     if isinstance(template, str):
@@ -128,5 +145,8 @@ def _route_template(scope: Scope, known_paths: frozenset[str]) -> str:
     path = str(scope.get("path", ""))
     if path in known_paths:
         return path
+    for pattern, template in templates:
+        if pattern.match(path):
+            return template
     # Static files are mounted: report the mount, not each file name.
     return "/static" if path.startswith("/static/") else "unmatched"

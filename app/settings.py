@@ -39,7 +39,26 @@ class Settings(BaseSettings):
 
     # --- model
     model_dir: Path | None = Field(
-        default=None, description="model directory written by sgan-train; empty: the bundled default model"
+        default=None,
+        description="the default model directory (the plain routes serve it); empty: the bundled default model",
+    )
+    models_dir: Path | None = Field(
+        default=None,
+        description="a folder of model directories, each served under its folder name at /models/{name}/...; "
+        "one copied in is loaded, one removed is unloaded",
+    )
+    # Polling rather than inotify (watchfiles): a stat of three files per model per poll costs nothing, and it also
+    # sees changes made through a Docker volume, NFS or another container, which inotify events may not reach.
+    reload_poll_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="how often each worker checks the model directories for a replaced model (0: never; SIGHUP "
+        "and POST /models/{name}/reload still do)",
+    )
+    backend: Literal["torch", "onnxruntime"] = Field(
+        default="torch",
+        description="what runs the discriminator: torch, or onnxruntime on the model exported at load time "
+        "(pip install 'sgan-service[onnx]'; benchmarks/results/onnx.md)",
     )
 
     # --- network
@@ -93,7 +112,7 @@ class Settings(BaseSettings):
         default=1024, ge=1, description="most latents /sample?label= draws while looking for that class"
     )
 
-    @field_validator("model_dir", "api_key", mode="before")
+    @field_validator("model_dir", "models_dir", "api_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `SGAN_MODEL_DIR=` in a compose file means "not set", not "the current directory".

@@ -11,7 +11,8 @@ concurrency 1, as Nagle's algorithm gives); ours is created as an IPPROTO_TCP so
 asyncio sets it (uvloop always does).
 
 The parent only supervises: it forwards SIGTERM/SIGINT once to every worker (each then shuts down gracefully,
-letting its in-flight requests finish), and if a worker dies on its own it stops the others and exits non-zero,
+letting its in-flight requests finish), forwards every SIGHUP (each worker then looks for replaced models at once,
+app/registry.py), and if a worker dies on its own it stops the others and exits non-zero,
 so that a supervisor above it (Docker's restart policy) starts afresh. The workers share one metrics directory
 (prometheus-client's multiprocess mode, app/metrics.py), made fresh for each start and removed at the end, so a
 scrape of /metrics answers for the whole server whichever worker takes the connection.
@@ -36,6 +37,7 @@ from app.metrics import MULTIPROCESS_DIR_ENV
 logger = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 2048  # uvicorn's default
+WORKER_NAME = "sgan-worker"
 
 
 def reuseport_supported() -> bool:
@@ -59,6 +61,8 @@ def _worker_main(options: dict[str, Any], log_format: str) -> None:
     # A process group of its own: a terminal's Ctrl-C reaches only the parent, which forwards it once (a second
     # SIGINT would make uvicorn abandon the requests in flight).
     os.setpgrp()
+    # Until the app's lifespan takes SIGHUP over (a reload), one forwarded early must not kill the worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(level=str(options["log_level"]).upper(), format=log_format)
     sock = listening_socket(options["host"], options["port"])
     # The app is built in this process from the SGAN_* environment the parent prepared (get_settings).
@@ -70,7 +74,7 @@ def serve_workers(workers: int, options: dict[str, Any], log_format: str) -> int
     """Run ``workers`` uvicorn processes with uvicorn ``options`` until they stop; the exit status."""
     context = multiprocessing.get_context("spawn")  # no forked torch state: each worker starts clean
     processes = [
-        context.Process(target=_worker_main, args=(options, log_format), name=f"sgan-worker-{index}")
+        context.Process(target=_worker_main, args=(options, log_format), name=f"{WORKER_NAME}-{index}")
         for index in range(workers)
     ]
     stopping = False
@@ -84,7 +88,13 @@ def serve_workers(workers: int, options: dict[str, Any], log_format: str) -> int
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signum)
 
+    def forward_reload(signum: int, frame: object) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
+
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, forward_reload)
     # Set before the workers start: prometheus-client picks its multiprocess mode when a worker imports it. A
     # directory of our own, never one left by an earlier run, whose counts would be added in.
     metrics_dir = tempfile.mkdtemp(prefix="sgan-metrics-")
@@ -111,3 +121,13 @@ def serve_workers(workers: int, options: dict[str, Any], log_format: str) -> int
         shutil.rmtree(metrics_dir, ignore_errors=True)
     clean = all(process.exitcode in (0, -signal.SIGTERM, -signal.SIGINT) for process in processes)
     return 0 if clean and not crashed else 1
+
+
+def signal_sibling_workers() -> bool:
+    """In a worker of ``serve_workers``: SIGHUP the supervisor, which forwards it to every worker, so that all of
+    them look for replaced models now (POST /models/{name}/reload reaches one worker only). False elsewhere."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None or not multiprocessing.current_process().name.startswith(WORKER_NAME):
+        return False
+    os.kill(parent.pid, signal.SIGHUP)
+    return True

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from model.config import DiscriminatorConfig, GeneratorConfig
 from model.networks import Discriminator, Generator
@@ -206,16 +207,22 @@ class LoadedModel:
 
 
 def _load_weights(module: torch.nn.Module, path: Path, expected_sha256: str | None) -> None:
-    if not path.is_file():
-        raise ModelDirectoryError(f"{path} not found")
-    actual = sha256_file(path)
+    # Read once, then hash and parse the same bytes: a file replaced between a hash and a second read (a live
+    # server reloading while a new model is published) could otherwise load unchecked weights.
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelDirectoryError(f"{path} not found") from None
+    except OSError as exc:
+        raise ModelDirectoryError(f"cannot read {path}: {exc}") from exc
+    actual = hashlib.sha256(data).hexdigest()
     if expected_sha256 != actual:
         raise ModelDirectoryError(
             f"{path.name}: SHA-256 {actual} does not match the model card ({expected_sha256}); "
             "the file is corrupt or was replaced: refusing to load it"
         )
     try:
-        state = load_file(str(path))  # safetensors: plain tensors, no code runs
+        state = load_safetensors(data)  # safetensors: plain tensors, no code runs
         module.load_state_dict(state, strict=True)
     except Exception as exc:  # a safetensors header error or a shape mismatch: both mean a broken directory
         raise ModelDirectoryError(f"cannot load {path}: {exc}") from exc

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     card.metrics["float32_test_accuracy"] = card.metrics["test_accuracy"]
     card.metrics["test_accuracy"] = report.accuracy
     card.metrics["per_class_test_accuracy"] = report.per_class_accuracy
+    card.metrics["confusion_matrix"] = report.confusion.tolist()
     save_model_dir(args.out, shipped.discriminator, shipped.generator, card, weights_dtype=torch.float16)
     print(f"bundled {args.model_dir} -> {args.out}: test accuracy {report.accuracy:.4f} (float16 weights)")
     return 0

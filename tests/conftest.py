@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,3 +48,41 @@ def build_tiny_model_dir(path: Path, seed: int = 0, background: str = "dark") ->
 @pytest.fixture
 def tiny_model_dir(tmp_path: Path) -> Path:
     return build_tiny_model_dir(tmp_path / "tiny-model")
+
+
+# A model whose answers a test knows, for the "what to label next" tests (sgan-suggest, POST /suggest): 4x4
+# grey images. Its two hidden units are the mean brightness of the left and of the right half; class "left"
+# wins when the left half is brighter, "right" when the right is; equal halves leave it unsure. Realness grows
+# with brightness: a black image scores D(x) = sigmoid(-4 + log 2) = 0.035, junk.
+LEFT, RIGHT, BOTH, DARK = (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.0, 0.0)
+
+
+def halves(left: float, right: float) -> np.ndarray:
+    """A uint8 (4, 4) image: its left half at brightness ``left``, its right half at ``right`` (0 to 1)."""
+    pixels = np.zeros((4, 4), dtype=np.uint8)
+    pixels[:, :2], pixels[:, 2:] = round(left * 255), round(right * 255)
+    return pixels
+
+
+def build_halves_model_dir(path: Path, class_names: tuple[str, str] = ("left", "right")) -> Path:
+    """The model directory of the hand-set model above."""
+    config = DiscriminatorConfig(num_classes=2, height=4, width=4, hidden_sizes=(2,))
+    discriminator = Discriminator(config)
+    hidden, head = discriminator.body[2], discriminator.head
+    first = torch.zeros(2, 16)
+    first[0, torch.arange(16) % 4 < 2], first[1, torch.arange(16) % 4 >= 2] = 1 / 8, 1 / 8
+    with torch.no_grad():  # assigning through the weight-norm parametrisation sets g and v
+        hidden.weight = first
+        hidden.bias.zero_()
+        head.weight = torch.tensor([[20.0, 0.0], [0.0, 20.0]])
+        head.bias.fill_(-4.0)
+    generator_config = GeneratorConfig(height=4, width=4, hidden_sizes=(8,), latent_size=4)
+    card = ModelCard(
+        class_names=list(class_names),
+        discriminator=config,
+        generator=generator_config,
+        normalization=normalization_record(config),
+        background="dark",
+    )
+    save_model_dir(path, discriminator, Generator(generator_config), card)
+    return path

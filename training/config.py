@@ -159,6 +159,17 @@ class TrainConfig:
         default=True,
         metadata=option("no progress bar (logs only)", "run", flag="--no-progress", on_resume=True, in_card=False),
     )
+    # Off by default: whether a run writes event files should not depend on what is installed (tensorboard_log.py).
+    tensorboard: bool = field(
+        default=False,
+        metadata=option(
+            "also write TensorBoard event files to RUN_DIR/tensorboard: the scalars of metrics.jsonl and the sample "
+            "grid per round (pip install 'sgan-service[tensorboard]')",
+            "run",
+            on_resume=True,
+            in_card=False,
+        ),
+    )
     compile: bool = field(
         default=False, metadata=option("torch.compile the networks (worth it on a GPU)", "run", in_card=False)
     )

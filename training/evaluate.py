@@ -8,12 +8,13 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from model import Discriminator, ModelDirectoryError, load_model_dir, realness_from_logits
+from model import Discriminator, LoadedModel, ModelDirectoryError, load_model_dir, realness_from_logits
 from model.imaging import pixels_to_tensor
 from training.readers import DataError, ImageDataset, load_dataset
 from training.runtime import select_device
@@ -140,8 +141,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="out-of-distribution dataset name/path, or 'noise'; repeatable. Reports the realness AUROC.",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    parser.add_argument(
+        "--report", metavar="HTML", help="also write a report with plots, one HTML file (needs the report extra)"
+    )
+    parser.add_argument(
+        "--baseline-model",
+        metavar="DIR",
+        help="a labels-only model (sgan-train --baseline) whose per-class accuracy on the same images --report "
+        "shows beside this model's",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
+
+
+def write_evaluation_report(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    test: ImageDataset,
+    report: ClassificationReport,
+    ood_images: dict[str, np.ndarray],
+) -> None:
+    from training.report import INSTALL_HINT, evaluation_report, report_available  # it imports this module
+
+    if not report_available():
+        raise DataError(f"--report needs matplotlib: {INSTALL_HINT}")
+    baseline = None
+    if args.baseline_model:
+        baseline_model = load_model_dir(args.baseline_model, device=next(loaded.discriminator.parameters()).device)
+        if baseline_model.card.class_names != loaded.card.class_names:
+            raise DataError(f"--baseline-model {args.baseline_model} has other classes than the model")
+        baseline = classification_report(baseline_model.discriminator, test).per_class_accuracy
+    evaluation_report(args.model_dir, loaded, test, report, ood_images, baseline).write(Path(args.report))
+    logger.info("report: %s", args.report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,17 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         result = report.to_dict()
         result["model_id"] = loaded.card.model_id
         result["num_test_images"] = len(test.labels)
-        if args.ood_dataset:
+        ood_images = {name: load_ood_images(name, shape, args.data_dir, len(test.labels)) for name in args.ood_dataset}
+        if ood_images:
             in_scores = realness_scores(loaded.discriminator, test.images)
             result["ood_auroc"] = {
-                name: auroc(
-                    in_scores,
-                    realness_scores(
-                        loaded.discriminator, load_ood_images(name, shape, args.data_dir, len(test.labels))
-                    ),
-                )
-                for name in args.ood_dataset
+                name: auroc(in_scores, realness_scores(loaded.discriminator, images))
+                for name, images in ood_images.items()
             }
+        if args.report:
+            write_evaluation_report(args, loaded, test, report, ood_images)
     except (DataError, ModelDirectoryError) as exc:
         print(f"sgan-eval: error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from model import load_model_dir, read_card, write_card
 from training.config import TrainConfig
 from training.evaluate import classification_report
 from training.readers import DataError, ImageDataset, load_dataset
+from training.report import write_run_report
 from training.runtime import Distributed, init_distributed, seed_everything, shutdown_distributed
 from training.split import SemiSupervisedSplit, split_semi_supervised
 from training.trainer import Trainer
@@ -98,6 +99,7 @@ def finish(trainer: Trainer, test_set: ImageDataset | None) -> dict[str, Any]:
             {
                 "test_accuracy": report.accuracy,
                 "per_class_test_accuracy": report.per_class_accuracy,
+                "confusion_matrix": report.confusion.tolist(),
                 "test_mean_realness": report.mean_realness,
                 "num_test_images": len(test_set.labels),
             }
@@ -161,6 +163,8 @@ def _train(
     del train_set  # the trainer holds what it needs; the test split is read only at the end
     trainer.fit(resume=resume)
     if trainer.stop_requested:
+        if distributed.is_main:
+            write_run_report(trainer.run_dir, None, stopped=True)
         return {"stopped": True, "step": trainer.progress.step}
     if distributed.enabled:
         logger.info(
@@ -171,4 +175,7 @@ def _train(
         )
         if not distributed.is_main:
             return {"rank": distributed.rank}
-    return finish(trainer, _load_test_split(config))
+    test_set = _load_test_split(config)
+    metrics = finish(trainer, test_set)
+    write_run_report(trainer.run_dir, test_set)
+    return metrics

@@ -44,6 +44,7 @@ from training.rundir import RunDirectory
 from training.runtime import Distributed, agree_to_stop, mean_over_ranks, select_device, use_bf16_autocast
 from training.schedule import LinearDecaySchedule
 from training.split import SemiSupervisedSplit
+from training.tensorboard_log import TensorBoardLog
 from training.validation import HeldOutCheck, ModelSelection, UnlabelledSignals
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,8 @@ class Trainer:
         self.source = train_set.source
         self.background = estimate_background(train_set.images[split.unlabelled[:5000]])
         self.stop_requested = False
+        tensorboard_wanted = config.tensorboard and self.distributed.is_main
+        self.tensorboard = TensorBoardLog(self.run_dir.path / "tensorboard") if tensorboard_wanted else None
         self._build_networks(network_configs(config, train_set.num_classes, train_set.image_shape))
         self._place_data(train_set, split)
         # Under DDP every rank takes its own share of the unlabelled set, so a pass has fewer steps per rank.
@@ -300,6 +303,8 @@ class Trainer:
         self.prepare_step_modules()
         while self.progress.step < self.budget.total_steps and not self.stop_requested:
             self._run_round()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def _train_steps(self, end: int) -> tuple[dict[str, torch.Tensor], int]:
         """Steps up to ``end`` (unless a stop is requested): the losses summed on the device, and their count."""
@@ -365,9 +370,12 @@ class Trainer:
         if self.distributed.is_main:
             if keep:
                 self.run_dir.write_model(self.ema.module, self.generator, model_card(self))  # type: ignore[arg-type]
-            if not self.config.baseline:
-                self.run_dir.write_samples(self.progress.round, encode_png(tile_grid(samples.numpy(), columns=10)))
+            grid = None if self.config.baseline else tile_grid(samples.numpy(), columns=10)
+            if grid is not None:
+                self.run_dir.write_samples(self.progress.round, encode_png(grid))
             self.run_dir.append_metrics(record)
+            if self.tensorboard is not None:
+                self.tensorboard.write_round(record, grid)
             # The state is saved after the model and the log, so a resume never skips a kept model.
             self.save_state()
         logger.info(

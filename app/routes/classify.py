@@ -11,10 +11,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.deps import EngineDep, MetricsDep, SettingsDep, require_api_key
+from app.deps import DefaultModelDep, MetricsDep, SettingsDep, require_api_key
 from app.engine import Prediction
 from app.imaging import ImageError, PreparedImage, prepare_upload
+from app.metrics import Metrics
+from app.registry import ServedModel
 from app.schemas import BatchClassification, BatchItem, Classification, ClassScore, ErrorResponse
+from app.settings import Settings
 from model import ModelCard
 from model.imaging import InvertMode
 
@@ -125,6 +128,35 @@ async def read_single_upload(request: Request) -> Upload:
         await form.close()  # spooled temporary files
 
 
+async def read_batch_uploads(request: Request, max_files: int) -> list[Upload]:
+    """The images of a batch request (/classify/batch, /suggest): the repeated multipart field ``files``, at
+    most ``max_files`` of them (413 beyond)."""
+    if _media_type(request) != "multipart/form-data":
+        raise HTTPException(status_code=415, detail="send the images as multipart/form-data, field 'files'")
+    form = await _parse_form(request, max_files=max_files, too_many_status=413)
+    try:
+        parts = _form_files(form, "files")
+        if not parts:
+            raise HTTPException(status_code=422, detail="multipart field 'files' is missing (one or more images)")
+        return [await _read_part(part) for part in parts]
+    finally:
+        await form.close()
+
+
+async def prepare_batch(
+    uploads: list[Upload], card: ModelCard, max_pixels: int, invert: InvertMode
+) -> list[PreparedImage | ImageError]:
+    """Each upload decoded for the model, or the ``ImageError`` it would have got alone, in request order."""
+
+    async def prepare(upload: Upload) -> PreparedImage | ImageError:
+        try:
+            return await prepare_upload(upload.data, card, max_pixels, invert, upload.content_type)
+        except ImageError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(prepare(upload) for upload in uploads)))
+
+
 def build_classification(prediction: Prediction, card: ModelCard, top_k: int, inverted: bool) -> Classification:
     probabilities = prediction.probabilities
     order = np.argsort(-probabilities, kind="stable")  # most probable first; ties keep class order
@@ -151,7 +183,7 @@ def build_classification(prediction: Prediction, card: ModelCard, top_k: int, in
 )
 async def classify(
     request: Request,
-    engine: EngineDep,
+    served: DefaultModelDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     top_k: TopK = 5,
@@ -159,14 +191,22 @@ async def classify(
 ) -> Classification:
     """Class probabilities and the realness score for one image (multipart field `file`, or a raw
     `image/*` body). PNG, JPEG, WebP, GIF and BMP are accepted, of any size."""
+    return await classify_one(request, served, settings, metrics, top_k, invert)
+
+
+async def classify_one(
+    request: Request, served: ServedModel, settings: Settings, metrics: Metrics, top_k: int, invert: InvertMode
+) -> Classification:
+    """/classify on one version of a model: its card decodes the image, its engine answers, its id is reported."""
     upload = await read_single_upload(request)
+    card = served.card
     try:
-        prepared = await prepare_upload(upload.data, engine.card, settings.max_pixels, invert, upload.content_type)
+        prepared = await prepare_upload(upload.data, card, settings.max_pixels, invert, upload.content_type)
     except ImageError as exc:
         metrics.rejected_images.labels(status=str(exc.status_code)).inc()
         raise
-    prediction = await engine.classify(prepared.pixels)
-    return build_classification(prediction, engine.card, top_k, prepared.inverted)
+    prediction = await served.engine.classify(prepared.pixels)
+    return build_classification(prediction, card, top_k, prepared.inverted)
 
 
 @router.post(
@@ -178,7 +218,7 @@ async def classify(
 )
 async def classify_batch(
     request: Request,
-    engine: EngineDep,
+    served: DefaultModelDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     top_k: TopK = 5,
@@ -186,25 +226,16 @@ async def classify_batch(
 ) -> BatchClassification:
     """Several images in the multipart field `files` (repeated), answered in order. A file that cannot be
     classified gets its own status code and detail; the others are still answered."""
-    if _media_type(request) != "multipart/form-data":
-        raise HTTPException(status_code=415, detail="send the images as multipart/form-data, field 'files'")
-    limit = settings.max_batch_files
-    form = await _parse_form(request, max_files=limit, too_many_status=413)
-    try:
-        parts = _form_files(form, "files")
-        if not parts:
-            raise HTTPException(status_code=422, detail="multipart field 'files' is missing (one or more images)")
-        uploads = [await _read_part(part) for part in parts]
-    finally:
-        await form.close()
+    return await classify_several(request, served, settings, metrics, top_k, invert)
 
-    async def prepare(upload: Upload) -> PreparedImage | ImageError:
-        try:
-            return await prepare_upload(upload.data, engine.card, settings.max_pixels, invert, upload.content_type)
-        except ImageError as exc:
-            return exc
 
-    prepared = await asyncio.gather(*(prepare(upload) for upload in uploads))
+async def classify_several(
+    request: Request, served: ServedModel, settings: Settings, metrics: Metrics, top_k: int, invert: InvertMode
+) -> BatchClassification:
+    """/classify/batch on one version of a model."""
+    card, engine = served.card, served.engine
+    uploads = await read_batch_uploads(request, settings.max_batch_files)
+    prepared = await prepare_batch(uploads, card, settings.max_pixels, invert)
     good = [item for item in prepared if isinstance(item, PreparedImage)]
     predictions = iter(await engine.classify_many([item.pixels for item in good]) if good else [])
 
@@ -216,6 +247,6 @@ async def classify_batch(
                 BatchItem(index=index, filename=upload.filename, status_code=item.status_code, detail=item.detail)
             )
         else:
-            classification = build_classification(next(predictions), engine.card, top_k, item.inverted)
+            classification = build_classification(next(predictions), card, top_k, item.inverted)
             results.append(BatchItem(index=index, filename=upload.filename, status_code=200, result=classification))
-    return BatchClassification(model_id=engine.card.model_id, results=results)
+    return BatchClassification(model_id=card.model_id, results=results)

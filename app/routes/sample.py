@@ -10,16 +10,34 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import EngineDep, SettingsDep, require_api_key
+from app.deps import DefaultModelDep, SettingsDep, require_api_key
 from app.engine import SampleSet
+from app.registry import ServedModel
 from app.routes.classify import ERRORS
 from app.schemas import SampleItem, SampleSetResponse
+from app.settings import Settings
 from model import ModelCard
 from model.imaging import encode_png, tile_grid
 
 router = APIRouter(tags=["samples"], dependencies=[Depends(require_api_key)])
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any 64-bit value; JSON clients keep 63 safely
+
+Count = Annotated[int, Query(ge=1, description="how many samples (at most SGAN_MAX_SAMPLES)")]
+Seed = Annotated[int | None, Query(ge=0, le=MAX_SEED, description="same seed, same samples; random when left out")]
+OutputFormat = Annotated[Literal["png", "json"], Query(alias="format")]
+Label = Annotated[
+    str | None,
+    Query(max_length=200, description="keep only samples the discriminator assigns to this class (name or index)"),
+]
+SAMPLE_RESPONSES = {
+    **ERRORS,
+    200: {
+        "description": "format=png: a PNG grid (headers X-Seed, X-Samples-Found, X-Samples-Drawn, X-Model-Id); "
+        "format=json: one base64 PNG per sample with the discriminator's label and realness",
+        "content": {"image/png": {}},
+    },
+}
 
 
 def resolve_label(card: ModelCard, label: str) -> int:
@@ -37,39 +55,34 @@ def resolve_label(card: ModelCard, label: str) -> int:
     )
 
 
-@router.get(
-    "/sample",
-    response_model=SampleSetResponse,
-    responses={
-        **ERRORS,
-        200: {
-            "description": "format=png: a PNG grid (headers X-Seed, X-Samples-Found, X-Samples-Drawn); "
-            "format=json: one base64 PNG per sample with the discriminator's label and realness",
-            "content": {"image/png": {}},
-        },
-    },
-    summary="Generate samples",
-)
+@router.get("/sample", response_model=SampleSetResponse, responses=SAMPLE_RESPONSES, summary="Generate samples")
 async def sample(
-    engine: EngineDep,
+    served: DefaultModelDep,
     settings: SettingsDep,
-    n: Annotated[int, Query(ge=1, description="how many samples (at most SGAN_MAX_SAMPLES)")] = 16,
-    seed: Annotated[
-        int | None, Query(ge=0, le=MAX_SEED, description="same seed, same samples; random when left out")
-    ] = None,
-    output_format: Annotated[Literal["png", "json"], Query(alias="format")] = "png",
-    label: Annotated[
-        str | None,
-        Query(max_length=200, description="keep only samples the discriminator assigns to this class (name or index)"),
-    ] = None,
+    n: Count = 16,
+    seed: Seed = None,
+    output_format: OutputFormat = "png",
+    label: Label = None,
 ) -> SampleSetResponse | Response:
+    return await sample_from(served, settings, n, seed, output_format, label)
+
+
+async def sample_from(
+    served: ServedModel,
+    settings: Settings,
+    n: int,
+    seed: int | None,
+    output_format: Literal["png", "json"],
+    label: str | None,
+) -> SampleSetResponse | Response:
+    """/sample on one version of a model."""
     if n > settings.max_samples:
         raise HTTPException(status_code=422, detail=f"n={n} is over the limit of {settings.max_samples} samples")
-    card = engine.card
+    card = served.card
     label_index = resolve_label(card, label) if label is not None else None
     if seed is None:
         seed = secrets.randbelow(2**31)  # short enough to read off the page and type back
-    result = await engine.sample(n, seed, label_index, max_draws=settings.max_sample_draws)
+    result = await served.engine.sample(n, seed, label_index, max_draws=settings.max_sample_draws)
     label_name = card.class_names[label_index] if label_index is not None else None
 
     # PNG encoding is CPU work: keep it off the event loop, like decoding.

@@ -1,4 +1,5 @@
-// The web page: classify a picked, dropped or pasted image; show generator samples. No framework, no CDN.
+// The web page: classify a picked, dropped or pasted image; show generator samples and the model's record. No
+// framework, no CDN.
 "use strict";
 
 (function () {
@@ -30,6 +31,25 @@
     return `${(100 * x).toFixed(1)}%`;
   }
 
+  // One list item: a label, a bar filled to `share` (0..1) and the share in per cent.
+  function barRow(label, share) {
+    const item = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "score-label";
+    name.textContent = label;
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.width = percent(share);
+    bar.appendChild(fill);
+    const value = document.createElement("span");
+    value.className = "score-value";
+    value.textContent = percent(share);
+    item.append(name, bar, value);
+    return item;
+  }
+
   // ------------------------------------------------------------------ model card
 
   async function loadCard() {
@@ -46,6 +66,7 @@
     const accuracy = (card.metrics || {}).test_accuracy;
     if (typeof accuracy === "number") parts.push(`test accuracy ${percent(accuracy)}`);
     $("model-info").textContent = parts.join(" · ");
+    showModel(card);
     const select = $("sample-label");
     card.class_names.forEach((name) => {
       const option = document.createElement("option");
@@ -53,6 +74,64 @@
       option.textContent = name;
       select.appendChild(option);
     });
+  }
+
+  // ------------------------------------------------------------------ model panel
+
+  function describeSelection(selection) {
+    if (!selection) return null;
+    if (selection.rule === "final") return `the final model (round ${selection.round})`;
+    const accuracy = typeof selection.accuracy === "number" ? `, ${percent(selection.accuracy)}` : "";
+    return `${selection.rule}: round ${selection.round}${accuracy}`;
+  }
+
+  function cardFacts(card) {
+    const training = card.training || {};
+    const metrics = card.metrics || {};
+    const perClass = training.labelled_per_class;
+    const minutes = typeof training.duration_seconds === "number"
+      ? `${(training.duration_seconds / 60).toFixed(1)} min` : null;
+    return [
+      ["data", training.dataset],
+      ["images", typeof training.num_labelled === "number"
+        ? `${training.num_labelled} labelled, ${training.num_unlabelled || 0} unlabelled` : null],
+      ["labels per class", perClass ? Object.entries(perClass).map(([k, v]) => `${k} ${v}`).join(", ")
+        : training.labels_per_class || null],
+      ["chosen", describeSelection(training.selection)],
+      ["trained", [minutes, training.device, training.precision].filter(Boolean).join(" · ") || null],
+      ["test accuracy", typeof metrics.test_accuracy === "number"
+        ? `${percent(metrics.test_accuracy)} on ${metrics.num_test_images || "?"} images` : null],
+      ["labels-only baseline", typeof metrics.baseline_test_accuracy === "number"
+        ? percent(metrics.baseline_test_accuracy) : null],
+    ].filter(([, value]) => value !== null && value !== undefined && value !== "");
+  }
+
+  function showModel(card) {
+    const facts = $("model-facts");
+    facts.replaceChildren();
+    cardFacts(card).forEach(([name, value]) => {
+      const term = document.createElement("dt");
+      term.textContent = name;
+      const detail = document.createElement("dd");
+      detail.textContent = String(value);
+      facts.append(term, detail);
+    });
+    const perClass = (card.metrics || {}).per_class_test_accuracy;
+    $("class-accuracy-note").hidden = Boolean(perClass);
+    const list = $("class-accuracy");
+    list.replaceChildren();
+    Object.entries(perClass || {}).forEach(([name, accuracy]) => list.appendChild(barRow(name, accuracy)));
+    // The server draws the matrix from the card once per model; the model id in the URL keeps caches honest.
+    const image = $("confusion-image");
+    const note = $("confusion-note");
+    if (!(card.metrics || {}).confusion_matrix) {
+      note.textContent = "The model card holds no confusion matrix (no test split, or an older model).";
+      image.hidden = true;
+      return;
+    }
+    image.onload = () => { note.hidden = true; image.hidden = false; };
+    image.onerror = () => { note.textContent = "The confusion matrix could not be loaded."; };
+    image.src = `/model/confusion.png?v=${encodeURIComponent(card.model_id)}`;
   }
 
   // ------------------------------------------------------------------ classify
@@ -89,23 +168,7 @@
     $("confidence").textContent = `(${percent(result.confidence)})`;
     const list = $("scores");
     list.replaceChildren();
-    result.top.forEach((score) => {
-      const item = document.createElement("li");
-      const name = document.createElement("span");
-      name.className = "score-label";
-      name.textContent = score.label;
-      const bar = document.createElement("span");
-      bar.className = "bar";
-      const fill = document.createElement("span");
-      fill.className = "fill";
-      fill.style.width = percent(score.probability);
-      bar.appendChild(fill);
-      const value = document.createElement("span");
-      value.className = "score-value";
-      value.textContent = percent(score.probability);
-      item.append(name, bar, value);
-      list.appendChild(item);
-    });
+    result.top.forEach((score) => list.appendChild(barRow(score.label, score.probability)));
     $("realness-meter").value = result.realness;
     $("realness").textContent = result.realness.toFixed(3);
     $("inverted-note").hidden = !result.inverted;

@@ -55,6 +55,16 @@ def app_model_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     return path
 
 
+@pytest.fixture(scope="session")
+def build_model_dir(request: pytest.FixtureRequest) -> Callable[..., Path]:
+    """``build_model_dir(path, seed=1)``: write a tiny model directory, atomically as the trainer does (a
+    directory already there is replaced by a rename); another seed gives other weights, so another model_id."""
+    root_conftest = request.config.pluginmanager.get_plugin(str(ROOT_CONFTEST))
+    assert root_conftest is not None, f"{ROOT_CONFTEST} is not loaded"
+    build: Callable[..., Path] = root_conftest.build_tiny_model_dir
+    return build
+
+
 @pytest.fixture
 def make_client(app_model_dir: Path) -> ClientFactory:
     """``with make_client(max_samples=4) as client:`` an app on the tiny model, lifespan running."""

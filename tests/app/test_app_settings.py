@@ -70,3 +70,18 @@ def test_cli_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     assert seen["settings"].model_dir == tmp_path
     assert seen["settings"].max_samples == 5  # not a flag: the environment still counts
     assert seen["timeout_graceful_shutdown"] > 0
+
+
+def test_model_folder_reload_and_backend_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SGAN_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("SGAN_RELOAD_POLL_S", "0.5")
+    monkeypatch.setenv("SGAN_BACKEND", "onnxruntime")
+    settings = Settings()
+    assert (settings.models_dir, settings.reload_poll_s, settings.backend) == (tmp_path, 0.5, "onnxruntime")
+    monkeypatch.setenv("SGAN_MODELS_DIR", "")  # as a compose file with an empty variable writes it
+    monkeypatch.setenv("SGAN_BACKEND", "tensorrt")
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.setenv("SGAN_BACKEND", "torch")
+    assert Settings().models_dir is None
+    assert cli.build_parser().parse_args(["--models-dir", "m"]).models_dir == "m"
