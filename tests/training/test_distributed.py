@@ -30,7 +30,14 @@ def test_two_cpu_processes_train_resume_and_agree_on_the_weights(tmp_path: Path)
     first = torchrun(*train_args(data, out, "--steps", "28", "--round-steps", "14"))
     # Rank 0 alone writes: one line per round, one model directory, no per-rank files.
     assert rounds_logged(out) == [1, 2]
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.jsonl", "model", "samples", "state"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "metrics.jsonl",
+        "model",
+        "report.html",
+        "samples",
+        "state",
+    ]
     checksums = re.findall(r"rank (\d) of 2: discriminator checksum (\S+)", first.stderr)
     assert sorted(rank for rank, _ in checksums) == ["0", "1"]
     assert checksums[0][1] == checksums[1][1], checksums  # DDP kept the ranks' weights identical
