@@ -349,7 +349,7 @@ class Trainer:
         record.update(mean_over_ranks(self.distributed, sums, steps_done))
         # Every rank measures (the EMA weights are identical on all ranks) so all take the same decisions;
         # only rank 0 writes files.
-        samples = self._samples()
+        samples = None if self.config.baseline else self._samples()  # the baseline trains no generator
         record.update(self.selection.evaluate(self.ema.module))  # type: ignore[arg-type]
         record.update(self.signals(self.ema.module, samples, self.progress.round))  # type: ignore[arg-type]
         record["seconds"] = round(time.perf_counter() - round_start, 2)
@@ -364,13 +364,13 @@ class Trainer:
         self.generator.train()
         return images
 
-    def _end_round(self, record: dict[str, Any], samples: torch.Tensor) -> None:
+    def _end_round(self, record: dict[str, Any], samples: torch.Tensor | None) -> None:
         """Keep the model if the selection rule says so, then log the round and save the state."""
         keep = self.selection.is_best(record)
         if self.distributed.is_main:
             if keep:
                 self.run_dir.write_model(self.ema.module, self.generator, model_card(self))  # type: ignore[arg-type]
-            grid = None if self.config.baseline else tile_grid(samples.numpy(), columns=10)
+            grid = None if samples is None else tile_grid(samples.numpy(), columns=10)
             if grid is not None:
                 self.run_dir.write_samples(self.progress.round, encode_png(grid))
             self.run_dir.append_metrics(record)

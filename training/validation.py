@@ -28,8 +28,8 @@ class UnlabelledSignals:
         self.images = unlabelled[np.sort(np.random.default_rng([seed, 1]).permutation(len(unlabelled))[:count])]
         self.previous_predictions: torch.Tensor | None = None
 
-    def __call__(self, model: Discriminator, generated: torch.Tensor, round_index: int) -> dict[str, float]:
-        """``generated``: uint8 generator samples of this round."""
+    def __call__(self, model: Discriminator, generated: torch.Tensor | None, round_index: int) -> dict[str, float]:
+        """``generated``: uint8 generator samples of this round (None: no generator, as in the baseline)."""
         signals: dict[str, float] = {}
         if not len(self.images):
             return signals
@@ -41,7 +41,8 @@ class UnlabelledSignals:
             signals["unlabelled_changed"] = float((predictions != self.previous_predictions).float().mean())
         self.previous_predictions = predictions
         signals["realness_unlabelled"] = float(realness.mean())
-        signals["realness_generated"] = float(realness_from_logits(predict_logits(model, generated)).mean())
+        if generated is not None:
+            signals["realness_generated"] = float(realness_from_logits(predict_logits(model, generated)).mean())
         signals["unlabelled_noise_auroc"] = auroc(realness, realness_from_logits(predict_logits(model, noise)).numpy())
         return signals
 
