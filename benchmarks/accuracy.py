@@ -19,6 +19,7 @@ labelled validation split) and its rows say so. The test split is read once per 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import platform
 import shlex
@@ -36,26 +37,35 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RECIPE = "default"  # sgan-train's own defaults for the image size
 
 
-def write_digits_ood_set(directory: Path) -> Path:
-    """scikit-learn's bundled 8x8 digits, scaled to 28x28 (0..16 -> 0..255, bilinear), as an .npz dataset."""
+FASHION_TEST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+def write_ood_set(directory: Path, image_shape: tuple[int, int, int]) -> tuple[str, Path]:
+    """Foreign images of the model's shape, as an .npz dataset: for 28x28 grey, scikit-learn's bundled 8x8 digits
+    scaled up (0..16 -> 0..255, bilinear); for any other shape, Fashion-MNIST's test images (grey, resized,
+    the grey copied into each channel), which colour photos are not."""
     from PIL import Image
-    from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    images = np.stack(
-        [
-            np.asarray(Image.fromarray((image * 255 / 16).astype(np.uint8)).resize((28, 28), Image.BILINEAR))
-            for image in digits.images
-        ]
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    np.savez(directory / "digits28.npz", x_test=images, y_test=digits.target.astype(np.int64))
-    return directory
+    channels, height, width = image_shape
+    if image_shape == (1, 28, 28):
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        grey, labels, name = (digits.images * 255 / 16).astype(np.uint8), digits.target, "digits"
+    else:
+        with gzip.open(FASHION_TEST_IMAGES) as handle:
+            grey = np.frombuffer(handle.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+        labels, name = np.zeros(len(grey), dtype=np.int64), "fashion-mnist"
+    resized = np.stack([np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)) for image in grey])
+    images = np.repeat(resized[:, None], channels, axis=1)  # (N, C, H, W)
+    path = directory / f"{name}-{channels}x{height}x{width}.npz"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x_test=images, y_test=labels.astype(np.int64))
+    return name, path
 
 
-def run_row(
-    args: argparse.Namespace, labels_per_class: int, seed: int, baseline: bool, ood_dir: Path
-) -> dict[str, Any]:
+def run_row(args: argparse.Namespace, labels_per_class: int, seed: int, baseline: bool) -> dict[str, Any]:
     mode = "baseline" if baseline else "ssl"
     recipe_suffix = "" if args.recipe == DEFAULT_RECIPE else f"-{args.recipe}"
     run_dir = Path(args.runs_dir) / f"{args.dataset}-{labels_per_class}-seed{seed}-{mode}{recipe_suffix}"
@@ -74,9 +84,11 @@ def run_row(
     subprocess.run([sys.executable, "-m", "training", *command[1:]], check=True, stdout=subprocess.DEVNULL)
     wall_seconds = time.perf_counter() - started
     card = json.loads((run_dir / "model" / "model.json").read_text())
+    image_shape = (card["discriminator"]["channels"], card["discriminator"]["height"], card["discriminator"]["width"])
+    ood_name, ood_path = write_ood_set(Path(args.runs_dir) / "ood", image_shape)
 
     eval_command = ["sgan-eval", str(run_dir / "model"), "--dataset", args.dataset, "--json",
-                    "--ood-dataset", "noise", "--ood-dataset", str(ood_dir)]  # fmt: skip
+                    "--ood-dataset", "noise", "--ood-dataset", str(ood_path)]  # fmt: skip
     if args.data_dir:
         eval_command += ["--data-dir", args.data_dir]
     eval_process = [sys.executable, "-m", "training.evaluate", *eval_command[1:]]
@@ -94,7 +106,8 @@ def run_row(
         "steps": card["training"]["budget_steps"],
         "passes": card["training"]["passes"],
         "ood_auroc_noise": report["ood_auroc"]["noise"],
-        "ood_auroc_digits": report["ood_auroc"][str(ood_dir)],
+        "ood_auroc_foreign": report["ood_auroc"][str(ood_path)],
+        "ood_set": ood_name,
         "wall_seconds": round(wall_seconds, 1),
         "device": card["training"]["device"],
         "precision": card["training"].get("precision", "fp32"),
@@ -131,6 +144,10 @@ def _length(row: dict[str, Any]) -> str:
     return f"epoch {row['best_epoch']}/{row['epochs']}"
 
 
+def _foreign_auroc(row: dict[str, Any]) -> float:
+    return float(row.get("ood_auroc_foreign", row.get("ood_auroc_digits")))
+
+
 def summarise(rows: list[dict[str, Any]]) -> str:
     def spread(values: list[float]) -> str:
         mean = statistics.mean(values)
@@ -145,10 +162,11 @@ def summarise(rows: list[dict[str, Any]]) -> str:
         "test split is read once per run. The protocol column says how each model was chosen: the headline is",
         f"'{REALISTIC}' (what a user with only these labels gets); 'research' rows chose the best epoch",
         "with thousands of validation labels no such user has, and are kept only for comparison.",
-        "AUROC: realness score, test set vs out-of-distribution images (higher = better).",
+        "AUROC: realness score, test set vs out-of-distribution images (higher = better): uniform noise, and a",
+        "foreign set (28x28 grey models: scikit-learn's digits; others: Fashion-MNIST resized to the model's shape).",
         "",
         "| dataset | labels/class | protocol | recipe | mode | seeds | test accuracy % | gain (points) | AUROC noise | "
-        "AUROC digits | wall s/run | device, precision |",
+        "AUROC foreign (set) | wall s/run | device, precision |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -166,7 +184,7 @@ def summarise(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {dataset} | {labels} | {protocol} | {recipe} | {mode} | {len(group)} | {spread(accuracies)} | {gain} | "
             f"{statistics.mean(r['ood_auroc_noise'] for r in group):.3f} | "
-            f"{statistics.mean(r['ood_auroc_digits'] for r in group):.3f} | "
+            f"{statistics.mean(_foreign_auroc(r) for r in group):.3f} ({group[0].get('ood_set', 'digits')}) | "
             f"{statistics.mean(r['wall_seconds'] for r in group):.0f} | "
             f"{group[0]['device']} {'/'.join(sorted({r.get('precision', 'fp32') for r in group}))} |"
         )
@@ -217,11 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarise_only:
         md_path.write_text(summarise(json.loads(json_path.read_text())))
         return 0
-    ood_dir = write_digits_ood_set(Path(args.runs_dir) / "ood-digits28")
     for labels_per_class in args.labels_per_class:
         for seed in args.seeds:
             for mode in args.modes:
-                row = run_row(args, labels_per_class, seed, mode == "baseline", ood_dir)
+                row = run_row(args, labels_per_class, seed, mode == "baseline")
                 # Read again just before writing: another benchmark process (another seed) may have added rows.
                 rows = json.loads(json_path.read_text()) if json_path.exists() else []
                 rows = [r for r in rows if row_key(r) != row_key(row)] + [row]

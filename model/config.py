@@ -119,22 +119,68 @@ class GeneratorConfig(_NetworkConfig):
     latent_distribution: LatentDistribution = "uniform"
     # MLP recipe (improved-GAN MNIST): z -> 500 -> 500 -> pixels, batch norm + softplus.
     hidden_sizes: tuple[int, ...] = (500, 500)
-    # Conv recipe (DCGAN-style): project to (base_channels, H/4, W/4), then two 2x transposed convs.
+    # Conv recipe (DCGAN-style): project to (base_channels, H/2^u, W/2^u), then ``upsamplings`` (u) 2x
+    # transposed convs, each halving the channels. ``default_configs`` sets u from the image size; 2 is what
+    # model cards written before the field existed were trained with.
     base_channels: int = 256
+    upsamplings: int = 2
 
     def __post_init__(self) -> None:
         if self.architecture not in ("mlp", "conv"):
             raise ValueError(f"unknown generator architecture {self.architecture!r}")
         if self.latent_distribution not in ("uniform", "normal"):
             raise ValueError(f"unknown latent distribution {self.latent_distribution!r}")
-        if self.architecture == "conv" and (self.height % 4 or self.width % 4):
-            raise ValueError("the conv generator needs height and width divisible by 4")
+        if self.architecture == "conv":
+            if self.upsamplings < 1:
+                raise ValueError("the conv generator needs at least one upsampling")
+            step = 2**self.upsamplings
+            if self.height % step or self.width % step:
+                raise ValueError(
+                    f"the conv generator with {self.upsamplings} upsamplings needs height and width divisible by {step}"
+                )
+            if self.base_channels >> (self.upsamplings - 1) < 1:
+                raise ValueError("base_channels is too small for that many upsamplings (each halves the channels)")
+
+
+# The conv networks' depth follows the image size: the discriminator halves the resolution once per block until
+# the map is at most this big (8x8 for 32x32, as in the reference); the generator starts from the smallest grid
+# of at least 4x4 that doubles exactly to the image size (4x4 for 32x32, as in the reference; 7x7 for 28x28).
+SMALLEST_DISCRIMINATOR_MAP = 8
+SMALLEST_GENERATOR_GRID = 4
+MIN_CONV_IMAGE_SIZE = 16
+
+
+def conv_blocks_for(size: int) -> int:
+    """Strided blocks that bring ``size`` down to at most SMALLEST_DISCRIMINATOR_MAP (at least 2)."""
+    blocks = 2
+    while -(-size // 2**blocks) > SMALLEST_DISCRIMINATOR_MAP:
+        blocks += 1
+    return blocks
+
+
+def upsamplings_for(height: int, width: int) -> int:
+    """The most 2x upsamplings that reach (height, width) exactly from a grid of at least 4x4 (at least 1)."""
+    upsamplings = 1
+    while all(side % 2 ** (upsamplings + 1) == 0 and side // 2 ** (upsamplings + 1) >= SMALLEST_GENERATOR_GRID
+              for side in (height, width)):  # fmt: skip
+        upsamplings += 1
+    return upsamplings
+
+
+def conv_size_problem(height: int, width: int) -> str | None:
+    """Why the conv networks cannot take this size, or None: at least 16 pixels a side, each a multiple of 4."""
+    if min(height, width) < MIN_CONV_IMAGE_SIZE:
+        return f"the conv networks need images of at least {MIN_CONV_IMAGE_SIZE}x{MIN_CONV_IMAGE_SIZE}"
+    if height % 4 or width % 4:
+        return "the conv networks need a height and width divisible by 4 (e.g. 32, 64, 96)"
+    return None
 
 
 def default_configs(
     num_classes: int, channels: int, height: int, width: int, architecture: Architecture | None = None
 ) -> tuple[DiscriminatorConfig, GeneratorConfig]:
-    """The best known recipe for an image size: the reference MLP for 28x28 gray, the conv net otherwise."""
+    """The reference recipe's networks for an image size: the MLP for 28x28 gray, the conv nets otherwise, their
+    depth following the size (``conv_blocks_for``, ``upsamplings_for``)."""
     if architecture is None:
         architecture = "mlp" if (channels, height, width) == (1, 28, 28) else "conv"
     if architecture == "mlp":
@@ -147,8 +193,16 @@ def default_configs(
             height,
             width,
             architecture="conv",
+            conv_channels=(96, 192) + (192,) * (conv_blocks_for(max(height, width)) - 2),
             input_mean=(0.5,) * channels,
             input_std=(0.5,) * channels,
         )
-        gen = GeneratorConfig(channels, height, width, architecture="conv", latent_distribution="normal")
+        gen = GeneratorConfig(
+            channels,
+            height,
+            width,
+            architecture="conv",
+            latent_distribution="normal",
+            upsamplings=upsamplings_for(height, width),
+        )
     return disc, gen

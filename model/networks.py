@@ -108,6 +108,28 @@ class Discriminator(nn.Module):
         return self.forward_head(self.forward_features(images))
 
 
+def _conv_generator_layers(config: GeneratorConfig) -> list[nn.Module]:
+    """DCGAN-style: project the latent to (base, H/2^u, W/2^u), then u 2x transposed convs, each halving the
+    channels (batch norm + ReLU between), the last one to the image's channels with weight norm and a sigmoid."""
+    scale = 2**config.upsamplings
+    channels, h, w = config.base_channels, config.height // scale, config.width // scale
+    layers: list[nn.Module] = [
+        nn.Linear(config.latent_size, channels * h * w, bias=False),
+        nn.BatchNorm1d(channels * h * w),
+        nn.ReLU(),
+        nn.Unflatten(1, (channels, h, w)),  # (B, base, H/2^u, W/2^u)
+    ]
+    for _ in range(config.upsamplings - 1):
+        layers += [
+            nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(channels // 2),
+            nn.ReLU(),  # twice the resolution, half the channels
+        ]
+        channels //= 2
+    layers += [weight_norm(nn.ConvTranspose2d(channels, config.channels, 4, 2, 1)), nn.Sigmoid()]  # (B, C, H, W)
+    return layers
+
+
 class Generator(nn.Module):
     """Maps latent vectors to images in [0, 1] of the discriminator's input shape."""
 
@@ -126,19 +148,7 @@ class Generator(nn.Module):
             layers.append(nn.Unflatten(1, config.image_shape))
             self.net = nn.Sequential(*layers)
         else:
-            base = config.base_channels
-            h, w = config.height // 4, config.width // 4
-            self.net = nn.Sequential(
-                nn.Linear(config.latent_size, base * h * w, bias=False),
-                nn.BatchNorm1d(base * h * w),
-                nn.ReLU(),
-                nn.Unflatten(1, (base, h, w)),  # (B, base, H/4, W/4)
-                nn.ConvTranspose2d(base, base // 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(base // 2),
-                nn.ReLU(),  # (B, base/2, H/2, W/2)
-                weight_norm(nn.ConvTranspose2d(base // 2, config.channels, 4, 2, 1)),
-                nn.Sigmoid(),  # (B, C, H, W) in [0, 1]
-            )
+            self.net = nn.Sequential(*_conv_generator_layers(config))
 
     def sample_latent(
         self,

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
 INSTALL_HINT = "pip install 'sgan-service[report]'"
-NOISE_IMAGES = 2000  # enough for a smooth histogram; noise costs nothing to draw
+NOISE_IMAGES = 2000  # at most: enough for a smooth histogram, and no more than there are test images to set beside
 COLOURS = {"test images": "#2f6fdf", "noise": "#98a2b3"}  # the rest take matplotlib's cycle
 
 
@@ -296,7 +296,8 @@ def realness_by_set(
 ) -> dict[str, np.ndarray]:
     """Per-image realness of the test images, of noise and of each out-of-distribution set given."""
     shape = discriminator.config.image_shape
-    sets = {"test images": test_images, "noise": noise_images(NOISE_IMAGES, shape), **(others or {})}
+    noise = noise_images(min(NOISE_IMAGES, max(1, len(test_images))), shape)
+    sets = {"test images": test_images, "noise": noise, **(others or {})}
     return {name: realness_scores(discriminator, images) for name, images in sets.items()}
 
 

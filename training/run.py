@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from model import load_model_dir, read_card, write_card
+from model.config import conv_size_problem
 from training.config import TrainConfig
 from training.evaluate import classification_report
 from training.readers import DataError, ImageDataset, load_dataset
 from training.report import write_run_report
-from training.runtime import Distributed, init_distributed, seed_everything, shutdown_distributed
+from training.runtime import Distributed, init_distributed, seed_everything, select_device, shutdown_distributed
 from training.split import SemiSupervisedSplit, split_semi_supervised
 from training.trainer import Trainer
 
@@ -23,10 +24,22 @@ logger = logging.getLogger(__name__)
 
 
 def folder_image_shape(config: TrainConfig) -> tuple[int, int, int] | None:
+    """The shape asked for with --image-size / --channels (image folders only), checked before any decoding."""
     if config.image_size is None and config.channels is None:
         return None
-    size = config.image_size or 32
-    return (config.channels or 3, size, size)
+    shape = (config.channels or 3, config.image_size or 32, config.image_size or 32)
+    if config.architecture != "mlp" and shape != (1, 28, 28):
+        _check_conv_size(shape)
+    return shape
+
+
+def _check_conv_size(image_shape: tuple[int, int, int]) -> None:
+    problem = conv_size_problem(*image_shape[1:])
+    if problem:
+        raise DataError(
+            f"{problem}, and these images are {image_shape[1]}x{image_shape[2]}: pick one with --image-size "
+            "(image folders), or --architecture mlp"
+        )
 
 
 def _subset(train_set: ImageDataset, count: int, seed: int) -> ImageDataset:
@@ -54,7 +67,9 @@ def prepare(config: TrainConfig) -> tuple[TrainConfig, ImageDataset, SemiSupervi
     # and a resumed run read theirs the same way.
     config = replace(config, channels=train_set.image_shape[0], image_size=train_set.image_shape[1])
     _check_protocol(config, train_set)
-    config = config.resolved(train_set.image_shape)
+    config = config.resolved(train_set.image_shape, on_cuda=select_device(config.device).type == "cuda")
+    if config.architecture != "mlp":
+        _check_conv_size(train_set.image_shape)
     split = split_semi_supervised(
         train_set.labels,
         config.labels_per_class,

@@ -87,6 +87,33 @@ def test_networks_for_each_recipe_and_size(architecture: str, shape: tuple[int, 
     assert discriminator.forward_features(fake).shape == (4, discriminator.feature_size)
 
 
+@pytest.mark.parametrize(
+    ("size", "blocks", "upsamplings", "generator_grid"),
+    [(28, 2, 2, 7), (32, 2, 3, 4), (64, 3, 4, 4), (96, 4, 4, 6)],
+)
+def test_conv_depth_follows_the_image_size(size: int, blocks: int, upsamplings: int, generator_grid: int) -> None:
+    disc_config, gen_config = default_configs(10, 3, size, size, architecture="conv")
+    assert len(disc_config.conv_channels) == blocks and gen_config.upsamplings == upsamplings
+    generator, discriminator = Generator(gen_config), Discriminator(disc_config)
+    assert isinstance(generator.net[3], torch.nn.Unflatten)
+    assert generator.net[3].unflattened_size[1:] == (generator_grid, generator_grid)
+    fake = generator(generator.sample_latent(2))
+    assert fake.shape == (2, 3, size, size)
+    # The discriminator brings the map down to at most 8x8 before its head, whatever the size.
+    strided = [m for m in discriminator.body if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert len(strided) == blocks and size / 2**blocks <= 8
+    assert discriminator(fake).shape == (2, 10)
+
+
+def test_a_generator_card_written_before_upsamplings_existed_loads_as_it_was_trained() -> None:
+    # Cards written before the field existed: two upsamplings from H/4, whatever the size.
+    old = GeneratorConfig.from_dict({"channels": 3, "height": 32, "width": 32, "architecture": "conv"})
+    assert old.upsamplings == 2
+    assert Generator(old)(torch.randn(2, 100)).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        GeneratorConfig(channels=3, height=28, width=28, architecture="conv", upsamplings=3)
+
+
 @pytest.mark.parametrize("convs_per_block", [1, 2, 3])
 def test_conv_blocks_have_the_configured_depth_and_halve_the_resolution(convs_per_block: int) -> None:
     config = DiscriminatorConfig(

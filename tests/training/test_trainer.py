@@ -348,23 +348,46 @@ def test_an_mnist_family_npz_trains_with_the_default_recipe(tmp_path: Path, caps
     assert metrics["test_accuracy"] > 0.4  # chance is 0.10; 180 steps only (see benchmarks for full runs)
 
 
-def test_a_folder_of_colour_images_trains_the_conv_recipe(tmp_path: Path) -> None:
-    # 32x32 RGB is not the 28x28 gray MLP case: the defaults pick the conv recipe.
+def write_colour_photos(root: Path, size: tuple[int, int] = (40, 36)) -> Path:
+    """Two classes of colour "photos" (reddish and bluish noise) of an odd size, in train/ and test/ folders."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     for split, count in (("train", 40), ("test", 8)):
         for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
-            folder = tmp_path / "photos" / split / name
+            folder = root / split / name
             folder.mkdir(parents=True)
             for index in range(count):
-                pixels = np.clip(rng.normal(colour, 25, size=(40, 36, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{index}.png")
+                pixels = np.clip(rng.normal(colour, 25, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.jpg", quality=90)
+    return root
+
+
+def test_a_folder_of_colour_photos_trains_the_cpu_conv_recipe(tmp_path: Path) -> None:
+    # Colour photos of any size: resized to 32x32, and on a CPU the conv net sized for it (conv-cpu).
+    photos = write_colour_photos(tmp_path / "photos")
     out = tmp_path / "run"
-    args = ["--dataset", str(tmp_path / "photos"), "--image-size", "32", "--channels", "3", "--labels-per-class", "4",
-            "--val-size", "10", "--batch-size", "8", "--epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    args = ["--dataset", str(photos), "--labels-per-class", "4", "--batch-size", "8", "--steps", "6",
+            "--out", str(out), "--no-progress"]  # fmt: skip
     assert cli.main(args) == 0
     card = load_model_dir(out / "model").card
     assert card.discriminator.architecture == "conv" and card.image_shape == (3, 32, 32)
+    assert card.training["architecture"] == "conv-cpu" and card.training["augment"] == "flip"
+    assert card.discriminator.conv_channels == (48, 96) and card.discriminator.convs_per_block == 1
     assert card.class_names == ["blue", "red"] and card.normalization["color_mode"] == "RGB"
     assert card.metrics["num_test_images"] == 16
+
+
+def test_image_size_picks_another_size_and_the_networks_follow_it(tmp_path: Path) -> None:
+    photos = write_colour_photos(tmp_path / "photos", size=(100, 80))
+    out = tmp_path / "run"
+    args = ["--dataset", str(photos), "--image-size", "64", "--labels-per-class", "4", "--batch-size", "8",
+            "--steps", "2", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(args) == 0
+    card = load_model_dir(out / "model").card
+    assert card.image_shape == (3, 64, 64) and card.training["architecture"] == "conv-cpu"
+    assert card.discriminator.conv_channels == (48, 96, 96) and card.generator.upsamplings == 4
+
+    odd = run_cli("--dataset", str(photos), "--image-size", "30", "--out", str(tmp_path / "odd"), check=False)
+    assert odd.returncode == 2 and "divisible by 4" in odd.stderr and "--image-size" in odd.stderr
+    assert not (tmp_path / "odd" / "model").exists()
