@@ -60,6 +60,13 @@ class _ScoredDiscriminator(nn.Module):
         return logits, class_probabilities(logits), realness_from_logits(logits)
 
 
+def _polarity_step(background: str) -> str:
+    if background == "mixed":
+        return "no inversion (the training images had mixed backgrounds)"
+    border = "the mean of its 1-pixel border, dark below 127.5"
+    return f"invert when the image's background ({border}) is not '{background}'"
+
+
 def preprocessing_metadata(card: ModelCard) -> dict[str, str]:
     """The ``sgan.*`` metadata of an exported file: what a caller must do to an image before the network."""
     channels, height, width = card.image_shape
@@ -71,8 +78,7 @@ def preprocessing_metadata(card: ModelCard) -> dict[str, str]:
         f"colour mode {card.normalization.get('color_mode')}; the network standardises them itself",
         "sgan.preprocessing": "decode (first frame, EXIF orientation, transparency onto white) -> "
         f"{card.normalization.get('color_mode')} -> resize to {height}x{width} with "
-        f"{card.normalization.get('resize', 'LANCZOS')} (no crop) -> invert when the image's background "
-        f"(the mean of its 1-pixel border, dark below 127.5) is not '{card.background}' -> uint8 / 255",
+        f"{card.normalization.get('resize', 'LANCZOS')} (no crop) -> {_polarity_step(card.background)} -> uint8 / 255",
         "sgan.background": card.background,
         "sgan.normalization": json.dumps(card.normalization),
         "sgan.outputs": "probabilities = softmax(logits) = p(class | x, real); realness = sigmoid(logsumexp(logits)) "

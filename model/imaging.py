@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-Background = Literal["dark", "light"]
+# "mixed": training images with no common background (photos): no upload is ever inverted to match it.
+Background = Literal["dark", "light", "mixed"]
 InvertMode = Literal["auto", "true", "false"]
 ImageShape = tuple[int, int, int]  # (channels, height, width)
 
@@ -89,27 +90,41 @@ def image_to_array(image: Image.Image, channels: int, height: int, width: int) -
     return array.transpose(2, 0, 1).copy()  # (3, H, W)
 
 
+# The share of training images whose borders must agree for the set to have a background: Fashion-MNIST's
+# and MNIST's are all dark; CIFAR-10's photos are about 60% dark and 40% light.
+CONSISTENT_BACKGROUND_SHARE = 0.9
+
+
+def _border_means(images: np.ndarray) -> np.ndarray:
+    """The mean of each image's 1-pixel border, (N, C, H, W) uint8 -> (N,)."""
+    edges = [images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]]
+    return np.concatenate([edge.reshape(len(images), -1) for edge in edges], axis=1).mean(axis=1)
+
+
 def estimate_background(images: np.ndarray) -> Background:
     """Whether images (N, C, H, W) uint8 sit on a dark or a light background, from their 1-pixel border."""
-    border = np.concatenate(
-        [
-            images[..., 0, :].ravel(),
-            images[..., -1, :].ravel(),
-            images[..., :, 0].ravel(),
-            images[..., :, -1].ravel(),
-        ]
-    )
-    return "dark" if float(border.mean()) < 127.5 else "light"
+    return "dark" if float(_border_means(images).mean()) < 127.5 else "light"
+
+
+def training_background(images: np.ndarray) -> Background:
+    """The training set's background: dark or light when nearly all its images agree, else mixed (photos),
+    for which no upload is inverted: flipping a photo's colours because its sky is bright would be wrong."""
+    dark_share = float((_border_means(images) < 127.5).mean()) if len(images) else 1.0
+    if dark_share >= CONSISTENT_BACKGROUND_SHARE:
+        return "dark"
+    return "light" if dark_share <= 1 - CONSISTENT_BACKGROUND_SHARE else "mixed"
 
 
 def match_polarity(pixels: np.ndarray, background: str, invert: InvertMode = "auto") -> tuple[np.ndarray, bool]:
     """uint8 (C, H, W) -> the same in the training images' polarity, and whether it was inverted.
 
-    ``background`` is the card's ("dark" or "light"). The model only knows its training polarity (Fashion-MNIST:
-    light garments on black), so a photo of a shirt on a white table must be inverted first: "auto" decides
-    from the image's border, "true" and "false" force it.
+    ``background`` is the card's ("dark", "light" or "mixed"). The model only knows its training polarity
+    (Fashion-MNIST: light garments on black), so a photo of a shirt on a white table must be inverted first:
+    "auto" decides from the image's border, "true" and "false" force it. A model trained on images of mixed
+    backgrounds (photos) has no polarity to match: "auto" never inverts for it.
     """
-    inverted = invert == "true" or (invert == "auto" and estimate_background(pixels[None]) != background)
+    auto_inverts = background != "mixed" and estimate_background(pixels[None]) != background
+    inverted = invert == "true" or (invert == "auto" and auto_inverts)
     return (255 - pixels if inverted else pixels), inverted
 
 

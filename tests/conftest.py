@@ -45,6 +45,34 @@ def build_tiny_model_dir(path: Path, seed: int = 0, background: str = "dark") ->
     return path
 
 
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def build_tiny_colour_model_dir(path: Path, seed: int = 0) -> Path:
+    """A small random-weight 32x32 colour conv model directory, shaped like a CIFAR-10 model (the conv recipe's
+    networks at a fraction of their widths), trained on photos: a mixed background, so nothing is inverted."""
+    torch.manual_seed(seed)
+    disc_config = DiscriminatorConfig(
+        num_classes=10, channels=3, height=32, width=32, architecture="conv", conv_channels=(8, 16),
+        convs_per_block=1, input_mean=(0.5,) * 3, input_std=(0.5,) * 3,
+    )  # fmt: skip
+    gen_config = GeneratorConfig(
+        channels=3, height=32, width=32, architecture="conv", latent_distribution="normal", base_channels=16,
+        upsamplings=3,
+    )  # fmt: skip
+    card = ModelCard(
+        class_names=list(CIFAR_CLASSES),
+        discriminator=disc_config,
+        generator=gen_config,
+        normalization=normalization_record(disc_config),
+        background="mixed",
+        training={"dataset": "tiny-colour-test-fixture", "labels_per_class": 0, "seed": seed},
+        metrics={},
+    )
+    save_model_dir(path, Discriminator(disc_config), Generator(gen_config), card)
+    return path
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path: Path) -> Path:
     return build_tiny_model_dir(tmp_path / "tiny-model")

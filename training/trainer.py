@@ -34,7 +34,7 @@ from model import (
     normalization_record,
 )
 from model.config import Architecture
-from model.imaging import encode_png, estimate_background, pixels_to_tensor, tensor_to_pixels, tile_grid
+from model.imaging import encode_png, pixels_to_tensor, tensor_to_pixels, tile_grid, training_background
 from training.batches import epoch_order
 from training.config import TrainConfig
 from training.ema import WeightEMA
@@ -153,7 +153,7 @@ class Trainer:
         self.device = select_device(config.device, self.distributed.local_rank)
         self.class_names = train_set.class_names
         self.source = train_set.source
-        self.background = estimate_background(train_set.images[split.unlabelled[:5000]])
+        self.background = training_background(train_set.images[split.unlabelled[:5000]])
         self.stop_requested = False
         tensorboard_wanted = config.tensorboard and self.distributed.is_main
         self.tensorboard = TensorBoardLog(self.run_dir.path / "tensorboard") if tensorboard_wanted else None

@@ -3,13 +3,17 @@ upload an image and see its class, load samples, all at a phone's width."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from app_images import garment_png
+from conftest import CIFAR_CLASSES, build_tiny_colour_model_dir
+from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -91,3 +95,30 @@ def test_the_page_classifies_an_uploaded_image_and_shows_samples(browser, live_s
     # Usable at a phone's width: nothing sticks out sideways.
     overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0
+
+
+def test_the_page_serves_a_colour_photo_model(browser, start_server, tmp_path: Path) -> None:
+    # A CIFAR-shaped model: the page classifies an ordinary JPEG photo of any size and shows colour samples.
+    model_dir = build_tiny_colour_model_dir(tmp_path / "colour-model")
+    rng = np.random.default_rng(0)
+    sky_over_grass = np.concatenate(
+        [np.full((300, 800, 3), (150, 190, 240)), np.full((300, 800, 3), (60, 140, 50))]
+    ) + rng.normal(0, 12, size=(600, 800, 3))
+    photo = tmp_path / "holiday photo.jpg"
+    Image.fromarray(np.clip(sky_over_grass, 0, 255).astype(np.uint8)).save(photo, quality=85)
+
+    with start_server({"SGAN_MODEL_DIR": str(model_dir)}) as server:
+        expected = httpx.post(
+            server.base_url + "/classify", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+        ).json()
+        assert expected["label"] in CIFAR_CLASSES and expected["inverted"] is False
+        wait = WebDriverWait(browser, 20)
+        browser.get(server.base_url + "/")
+        wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#samples img")) == 16)
+        browser.find_element(By.ID, "file-input").send_keys(str(photo))
+        wait.until(lambda driver: driver.find_element(By.ID, "prediction").text != "")
+        assert browser.find_element(By.ID, "prediction").text == expected["label"]
+        assert browser.find_element(By.ID, "realness").text == f"{expected['realness']:.3f}"
+        assert browser.find_element(By.ID, "inverted-note").get_attribute("hidden") is not None
+        sample = httpx.get(server.base_url + "/sample", params={"n": 1, "seed": 7}).content
+        assert Image.open(io.BytesIO(sample)).mode == "RGB"

@@ -19,6 +19,7 @@ from model.imaging import (
     read_image_file,
     tensor_to_pixels,
     tile_grid,
+    training_background,
 )
 from model.networks import fold_weight_norm
 
@@ -64,6 +65,21 @@ def test_polarity_follows_the_invert_mode() -> None:
     assert match_polarity(light, "light")[1] is False
     assert match_polarity(light, "dark", invert="false")[1] is False
     assert match_polarity(light, "light", invert="true")[1] is True
+    # A model trained on photos (mixed backgrounds) never inverts on its own; asked to, it does.
+    assert match_polarity(light, "mixed")[1] is False and match_polarity(light, "mixed", invert="true")[1] is True
+
+
+def test_training_background_is_mixed_for_photos_and_dark_for_garments_on_black() -> None:
+    rng = np.random.default_rng(0)
+    garments = np.zeros((50, 1, 28, 28), dtype=np.uint8)
+    garments[:, :, 4:24, 4:24] = 200
+    assert training_background(garments) == "dark" and training_background(255 - garments) == "light"
+    # Photos: some with a bright sky or wall at the border, some dark; a few strays do not make a set mixed.
+    photos = np.concatenate([np.full((30, 3, 32, 32), 220, np.uint8), np.full((20, 3, 32, 32), 30, np.uint8)])
+    assert training_background(photos) == "mixed"
+    mostly_dark = np.concatenate([garments[:48], 255 - garments[:2]])
+    assert training_background(mostly_dark) == "dark"
+    assert training_background(rng.integers(0, 256, (0, 1, 8, 8), dtype=np.uint8)) == "dark"
 
 
 def test_generated_images_round_half_up_and_clamp() -> None:
