@@ -27,7 +27,7 @@ def test_the_learning_rate_is_constant_then_decays_linearly_to_zero() -> None:
 
 
 def budget_for(pool: int, **options: object) -> Budget:
-    config = TrainConfig(dataset="x", out="y", **options).resolved((1, 28, 28))  # type: ignore[arg-type]
+    config = TrainConfig(dataset="x", out="y", **options).resolved((1, 28, 28), on_cuda=False)  # type: ignore[arg-type]
     return Budget.of(config, steps_per_pass=max(1, pool // config.batch_size))
 
 
@@ -90,3 +90,23 @@ def test_the_reference_recipe_sets_its_options_and_flags_beside_it_win() -> None
     shorter = parsed("--recipe", "improved-gan-mnist", "--steps", "600", "--dataset", "mnist", "--out", "o")
     assert shorter.steps == 600 and shorter.learning_rate == 3e-3
     assert parsed("--dataset", "mnist", "--out", "o").learning_rate is None  # no recipe: the image size's default
+
+
+@pytest.mark.parametrize(
+    ("shape", "on_cuda", "architecture", "steps", "augment"),
+    [
+        ((1, 28, 28), False, "mlp", 27_500, "none"),
+        ((1, 28, 28), True, "mlp", 27_500, "none"),
+        ((3, 32, 32), False, "conv-cpu", 8_000, "flip"),
+        ((3, 32, 32), True, "conv", 15_000, "none"),
+        ((1, 64, 64), False, "conv-cpu", 8_000, "flip"),
+    ],
+)
+def test_the_recipe_follows_the_image_shape_and_the_device(
+    shape: tuple[int, int, int], on_cuda: bool, architecture: str, steps: int, augment: str
+) -> None:
+    config = TrainConfig(dataset="x", out="y").resolved(shape, on_cuda=on_cuda)
+    assert (config.architecture, config.steps, config.augment) == (architecture, steps, augment)
+    # Flags given beside the recipe win over it.
+    chosen = TrainConfig(dataset="x", out="y", architecture="conv", augment="flip", steps=10).resolved(shape, False)
+    assert (chosen.architecture, chosen.steps, chosen.augment, chosen.learning_rate) == ("conv", 10, "flip", 3e-4)
