@@ -32,13 +32,25 @@ def build_tiny_model_dir(path: Path, seed: int = 0, background: str = "dark") ->
     torch.manual_seed(seed)
     disc_config = DiscriminatorConfig(num_classes=10, hidden_sizes=(64, 32))
     gen_config = GeneratorConfig(hidden_sizes=(32,), latent_size=16)
+    return _save_random_model(path, disc_config, gen_config, FASHION_CLASSES, background, "tiny-test-fixture", seed)
+
+
+def _save_random_model(
+    path: Path,
+    disc_config: DiscriminatorConfig,
+    gen_config: GeneratorConfig,
+    class_names: list[str],
+    background: str,
+    dataset: str,
+    seed: int,
+) -> Path:
     card = ModelCard(
-        class_names=list(FASHION_CLASSES),
+        class_names=list(class_names),
         discriminator=disc_config,
         generator=gen_config,
         normalization=normalization_record(disc_config),
         background=background,
-        training={"dataset": "tiny-test-fixture", "labels_per_class": 0, "seed": seed},
+        training={"dataset": dataset, "labels_per_class": 0, "seed": seed},
         metrics={},
     )
     save_model_dir(path, Discriminator(disc_config), Generator(gen_config), card)
@@ -60,17 +72,7 @@ def build_tiny_colour_model_dir(path: Path, seed: int = 0) -> Path:
         channels=3, height=32, width=32, architecture="conv", latent_distribution="normal", base_channels=16,
         upsamplings=3,
     )  # fmt: skip
-    card = ModelCard(
-        class_names=list(CIFAR_CLASSES),
-        discriminator=disc_config,
-        generator=gen_config,
-        normalization=normalization_record(disc_config),
-        background="mixed",
-        training={"dataset": "tiny-colour-test-fixture", "labels_per_class": 0, "seed": seed},
-        metrics={},
-    )
-    save_model_dir(path, Discriminator(disc_config), Generator(gen_config), card)
-    return path
+    return _save_random_model(path, disc_config, gen_config, CIFAR_CLASSES, "mixed", "tiny-colour-fixture", seed)
 
 
 @pytest.fixture
