@@ -10,6 +10,13 @@ validation labels, the final model is kept, the test split is read once per run 
 Reported: test accuracy per strategy (mean and standard deviation over the seeds), its gain over round 0,
 and the rule's per-seed difference with random.
 
+Retired rows (``RETIRED``) record the rules measured before the product's: ``margin rule (replaced)``, the
+margin-first rule ``sgan-suggest`` had until 2026-12-07 (junk cut, near-duplicates, a 20% cap per confusion
+pair), and two prototypes of today's rule, run once from this script: k-means (scikit-learn, k = 100, three
+starts) on D's unit-length features of the pool's images with realness >= 0.5, then per cluster the least sure
+image (``clusters-margin``) or the one nearest the centre (``clusters-typical``, which became the rule, with
+model/suggest.py's own k-means).
+
     python benchmarks/labelling_loop.py --seeds 0 1 2                  # the real table: 12 trainings
     python benchmarks/labelling_loop.py --seeds 0 1 2 --jobs 2         # two trainings side by side
     python benchmarks/labelling_loop.py --seeds 0 --steps 30 --results /tmp/loop   # a smoke run
@@ -38,6 +45,9 @@ from training.suggest import score_pool
 
 RESULTS = Path(__file__).resolve().parent / "results" / "labelling_loop"
 STRATEGIES = ("sgan-suggest", "random", "entropy")
+# Rows kept in the results from rules tried before the product's (module docstring); they are not re-run.
+RETIRED = ("margin rule (replaced)", "clusters-margin", "clusters-typical")
+ROUND_ZERO = "round 0 (10/class)"
 INITIAL_LABELS_PER_CLASS = 10
 ADDED_LABELS = 100
 
@@ -99,22 +109,28 @@ def pick(strategy: str, model_dir: Path, dataset: Path, train_set: ImageDataset,
     return np.sort(rows), " ".join(command)
 
 
-def round_zero(args: argparse.Namespace, seed: int, data: tuple[ImageDataset, ImageDataset]) -> dict[str, Any]:
-    """Write and train one seed's round 0: 10 labels per class."""
+def round_zero(args: argparse.Namespace, seed: int, data: tuple[ImageDataset, ImageDataset],
+               recorded: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """One seed's round 0 (10 labels per class): trained, or the recorded row when its model is still on disk
+    (a rerun that adds strategies re-trains nothing it has)."""
     train_set, test_set = data
     work = args.runs_dir / f"seed{seed}"
+    trained = (work / "round0" / "model" / "model.json").exists()
+    for row in recorded:
+        if trained and (row["seed"], row["strategy"], row["steps"]) == (seed, ROUND_ZERO, args.steps):
+            return row
     labelled = initial_labels(train_set, seed)
     round0 = write_round(work / "round0.npz", train_set, test_set, labelled)
-    return {"seed": seed, "strategy": "round 0 (10/class)", **train(round0, work / "round0", seed, args.steps)}
+    return {"seed": seed, "strategy": ROUND_ZERO, **train(round0, work / "round0", seed, args.steps)}
 
 
 def round_one_plans(args: argparse.Namespace, seed: int, data: tuple[ImageDataset, ImageDataset]) -> list[dict]:
-    """The three 200-label datasets of one seed, picked with its round-0 model (not trained yet)."""
+    """The 200-label datasets of one seed, picked with its round-0 model (not trained yet)."""
     train_set, test_set = data
     work = args.runs_dir / f"seed{seed}"
     labelled = initial_labels(train_set, seed)
     plans = []
-    for strategy in STRATEGIES:
+    for strategy in args.strategies:
         chosen, how = pick(strategy, work / "round0" / "model", work / "round0.npz", train_set, labelled, seed, work)
         dataset = write_round(work / f"round1-{strategy}.npz", train_set, test_set, np.union1d(labelled, chosen))
         classes = len(np.unique(train_set.labels[chosen]))
@@ -157,7 +173,7 @@ def summarise(rows: list[dict[str, Any]], command: str) -> str:
         "|---|---|---|---|---|---|",
     ]
     for steps in sorted({row["steps"] for row in rows}):
-        for strategy in ("round 0 (10/class)", *STRATEGIES):
+        for strategy in (ROUND_ZERO, *STRATEGIES, *RETIRED):
             group = [row for row in rows if row["steps"] == steps and row["strategy"] == strategy]
             if not group:
                 continue
@@ -186,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, help="the training budget of every run (default: the recipe's)")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--jobs", type=int, default=1, help="trainings run side by side (one torch thread each)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/benchmarks/labelling-loop"))
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file stem (.md and .json)")
@@ -205,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(new), flush=True)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        firsts = {row["seed"]: row for row in pool.map(lambda seed: round_zero(args, seed, data), args.seeds)}
+        firsts = {row["seed"]: row for row in pool.map(lambda seed: round_zero(args, seed, data, rows), args.seeds)}
         for row in firsts.values():
             record(row)
         plans = [plan for seed in args.seeds for plan in round_one_plans(args, seed, data)]
