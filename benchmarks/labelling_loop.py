@@ -10,16 +10,11 @@ validation labels, the final model is kept, the test split is read once per run 
 Reported: test accuracy per strategy (mean and standard deviation over the seeds), its gain over round 0,
 and the rule's per-seed difference with random.
 
-Retired rows (``RETIRED``) record the rules measured before the product's: ``margin rule (replaced)``, the
-margin-first rule ``sgan-suggest`` had until 2026-12-07 (junk cut, near-duplicates, a 20% cap per confusion
-pair), and two prototypes of today's rule, run once from this script: k-means (scikit-learn, k = 100, three
-starts) on D's unit-length features of the pool's images with realness >= 0.5, then per cluster the least sure
-image (``clusters-margin``) or the one nearest the centre (``clusters-typical``, which became the rule, with
-model/suggest.py's own k-means).
-
-    python benchmarks/labelling_loop.py --seeds 0 1 2                  # the real table: 12 trainings
-    python benchmarks/labelling_loop.py --seeds 0 1 2 --jobs 2         # two trainings side by side
-    python benchmarks/labelling_loop.py --seeds 0 --steps 30 --results /tmp/loop   # a smoke run
+Retired rows (``RETIRED``) record cluster rules tried against the product's, none kept: k-means (k = 100) on
+D's unit-length features of the pool's images with realness >= 0.5, then per cluster the least sure image
+(``clusters-margin``) or the one nearest the centre (``clusters-typical``), both with scikit-learn's k-means
+(three starts) from this script; then ``clusters-typical, own k-means``, the same rule as ``sgan-suggest`` of
+commit 66101db (numpy k-means, one k-means++ start), which measured below the margin rule and was reverted.
 """
 
 from __future__ import annotations
@@ -45,8 +40,8 @@ from training.suggest import score_pool
 
 RESULTS = Path(__file__).resolve().parent / "results" / "labelling_loop"
 STRATEGIES = ("sgan-suggest", "random", "entropy")
-# Rows kept in the results from rules tried before the product's (module docstring); they are not re-run.
-RETIRED = ("margin rule (replaced)", "clusters-margin", "clusters-typical")
+# Rows kept in the results from rules tried beside the product's (module docstring); they are not re-run.
+RETIRED = ("clusters-margin", "clusters-typical", "clusters-typical, own k-means")
 ROUND_ZERO = "round 0 (10/class)"
 INITIAL_LABELS_PER_CLASS = 10
 ADDED_LABELS = 100

@@ -27,6 +27,7 @@ from model import BUNDLED_MODEL_DIR, load_model_dir
 from model.suggest import (
     MIN_REALNESS,
     ImageScores,
+    confusion_pairs,
     entropy_uncertainty,
     margin_uncertainty,
     rank_for_labelling,
@@ -105,23 +106,18 @@ def pick_stats(picks: np.ndarray, labels: np.ndarray, source: np.ndarray, scores
 
 
 def strategies(scores: ImageScores, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    real = scores.realness >= MIN_REALNESS
-    entropy = np.where(real, entropy_uncertainty(scores.probabilities), -1.0)
-    margin = margin_uncertainty(scores.probabilities)
+    margin_only = {"min_realness": 0.0, "duplicate_similarity": 2.0, "pair_share": 1.0}
+    entropy = np.where(scores.realness < MIN_REALNESS, -1.0, entropy_uncertainty(scores.probabilities))
     return {
         "random": rng.choice(len(scores), COUNT, replace=False),
         "entropy": np.argsort(-entropy_uncertainty(scores.probabilities), kind="stable")[:COUNT],
         "entropy, junk cut": np.argsort(-entropy, kind="stable")[:COUNT],
-        "margin": np.argsort(-margin, kind="stable")[:COUNT],
-        "margin, junk cut": np.argsort(-np.where(real, margin, -1.0), kind="stable")[:COUNT],
-        "the rule (junk cut, one typical image per cluster)": rank_for_labelling(scores, COUNT).picks,
+        "margin": rank_for_labelling(scores, COUNT, **margin_only).picks,
+        "margin, junk cut": rank_for_labelling(scores, COUNT, duplicate_similarity=2.0, pair_share=1.0).picks,
+        "margin, junk cut, pair cap": rank_for_labelling(scores, COUNT, duplicate_similarity=2.0).picks,
+        "margin, junk cut, duplicates": rank_for_labelling(scores, COUNT, pair_share=1.0).picks,
+        "the rule (all three)": rank_for_labelling(scores, COUNT).picks,
     }
-
-
-def confusion_pairs(probabilities: np.ndarray) -> np.ndarray:
-    """The two most probable classes of each image, smaller index first: (N, K) -> int64 (N, 2)."""
-    top_two = np.argsort(-probabilities, axis=1, kind="stable")[:, :2]
-    return np.sort(top_two, axis=1).astype(np.int64)
 
 
 def measure(model_dir: Path, seed: int) -> dict[str, Any]:

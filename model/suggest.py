@@ -1,25 +1,26 @@
 """What to label next: which unlabelled images a label would teach the model most (docs/design.md, What to
 label next). ``sgan-suggest`` and ``POST /suggest`` both rank with ``rank_for_labelling``.
 
-The rule, for a pool of images the discriminator has scored, when ``count`` images are wanted:
+The rule, for a pool of images the discriminator has scored:
 
-1. **Skip junk**: an image whose realness ``D(x) = p(real | x)`` is below ``MIN_REALNESS`` is never suggested.
-2. **One image per kind**: the rest are grouped into ``count`` clusters by k-means on the discriminator's
-   features (``Discriminator.forward_features``, unit length), and each cluster gives its most typical image,
-   the one nearest its centre, biggest cluster first: a label on it speaks for the most images. This is the
-   cold-start choice of Hacohen et al. 2022 ("Active learning on a budget: opposite strategies suit high and
-   low budgets"); with 10 labels per class the model's own uncertainty is a poor guide. In the labelling loop
-   on Fashion-MNIST (benchmarks/results/labelling_loop.md) typical-per-cluster picks scored above random ones
-   on each of 3 seeds, if by less than the seeds' spread, and the margin-first rule that preceded it lost to
-   random on average. Copies of an image
-   share its cluster, so no second check for near-duplicates is made here: on the features of confident
-   images, which lie close together, the cosine test below would reject thousands of distinct images.
+1. **Score** each image by its class-probability margin, ``score = 1 - (p_(1) - p_(2))``, the gap between its
+   two most probable classes: 1 for an image the model cannot place between two classes, 0 for one it is sure
+   of. Margin rather than entropy: entropy also rewards spreading the *small* probabilities, which images
+   unlike anything the model knows (noise, blank frames, inverted photos) do best; on Fashion-MNIST plain
+   entropy filled 97 of 100 picks with such junk from a pool holding 0.8% of it, margin 10. With the junk cut,
+   entropy's picks still covered fewer classes (8 of 10, one class 33 of 100) than margin's (10, 23).
+2. **Skip junk**: an image whose realness ``D(x) = p(real | x)`` is below ``MIN_REALNESS`` is never suggested.
+3. **Spread the picks**, greedily in order of score: an image is passed over when its discriminator features
+   (``Discriminator.forward_features``) have cosine similarity ``DUPLICATE_SIMILARITY`` or more with an
+   image already picked (a near-duplicate teaches nothing new), and, for a first pass, when its confusion pair
+   (its two most probable classes, unordered) already holds ``PAIR_SHARE`` of the requested count, so one
+   confusable pair (shirt vs T-shirt) cannot take every slot. If that pass leaves slots empty, a second pass
+   fills them in score order with the images the pair cap held back; junk and near-duplicates stay out.
 
-When the pool holds no more usable images than ``count`` (a handful of uploads to ``POST /suggest``), or the
-scores carry no features, there is nothing to group: every usable image is ranked, the one the model is least
-sure of first (``scores``, the class-probability margin ``1 - (p_(1) - p_(2))``), and an image whose features
-have cosine similarity ``DUPLICATE_SIMILARITY`` or more with one already ranked is passed over as a
-near-duplicate.
+The figures behind each constant are in benchmarks/results/suggest_rule.md. What the picks are worth after
+re-training is benchmarks/labelling_loop.py's question, and its answer so far is: no more than random picks
+(Fashion-MNIST, 10 labels per class + 100, 3 seeds: 78.79% against random's 79.18%, within the seeds'
+spread; benchmarks/results/labelling_loop.md). Cluster rules tried there did no better and are not kept.
 """
 
 from __future__ import annotations
@@ -43,10 +44,9 @@ MIN_REALNESS = 0.5
 # among the 2,000 least sure is at 0.959 (median); shifted or mirrored copies (0.893, 0.939) are not caught
 # (benchmarks/results/suggest_rule.md).
 DUPLICATE_SIMILARITY = 0.98
-# k-means: Lloyd iterations at most (the loop stops earlier once no image changes cluster), and the seed of its
-# k-means++ start, fixed so that the same pool gets the same suggestions.
-KMEANS_ITERATIONS = 50
-KMEANS_SEED = 0
+# At most this share of the requested picks per confusion pair in the first pass (20 of 100): a choice, not a
+# measurement; without a cap, one pair took 34 of margin's 100 picks (benchmarks/results/suggest_rule.md).
+PAIR_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,20 @@ def entropy_uncertainty(probabilities: np.ndarray) -> np.ndarray:
     return (-(clipped * np.log(clipped)).sum(axis=1) / math.log(classes)).astype(np.float32)
 
 
+def confusion_pairs(probabilities: np.ndarray) -> np.ndarray:
+    """The two most probable classes of each image, smaller index first: (N, K) -> int64 (N, 2)."""
+    if probabilities.shape[1] < 2:
+        return np.zeros((len(probabilities), 2), dtype=np.int64)
+    top_two = np.argsort(-probabilities, axis=1, kind="stable")[:, :2]
+    return np.sort(top_two, axis=1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Ranking:
     """The suggestions, and why every other image was left out."""
 
     picks: np.ndarray  # int64 indices into the pool, the first to label first
-    scores: np.ndarray  # (N,) float32 margin score of every image: 1 = torn between two classes, 0 = sure
+    scores: np.ndarray  # (N,) float32 margin score of every image (module docstring, step 1)
     junk: np.ndarray  # (N,) bool: realness below the floor, never suggested
     duplicate_of: np.ndarray  # (N,) int64: the pick an image nearly duplicates, or -1
 
@@ -125,68 +133,40 @@ def rank_for_labelling(
     *,
     min_realness: float = MIN_REALNESS,
     duplicate_similarity: float = DUPLICATE_SIMILARITY,
+    pair_share: float = PAIR_SHARE,
 ) -> Ranking:
     """The ``count`` images a label would teach the model most, best first, by the rule of the module
-    docstring: junk below ``min_realness`` skipped, then one typical image per k-means cluster of D's features
-    (biggest cluster first), or, when no more than ``count`` images are usable, all of them by margin with
-    near-duplicates passed over. Fewer come back when the pool has fewer usable images."""
+    docstring: margin score, junk below ``min_realness`` skipped, near-duplicates and over-represented
+    confusion pairs passed over. Fewer come back when the pool has fewer usable images."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
+    count = min(count, len(scores))
     margin = margin_uncertainty(scores.probabilities)
     junk = scores.realness < min_realness
-    usable = np.flatnonzero(~junk)
+    order = np.argsort(-margin, kind="stable")  # ties keep pool order, so the ranking is deterministic
+    order = order[~junk[order]]
     spread = _Spread(scores.features, duplicate_similarity, len(margin))
-    if count < len(usable) and spread.unit is not None:
-        clusters = typical_per_cluster(spread.unit[usable], count)
-        picks = np.asarray([usable[cluster[0]] for cluster in clusters], dtype=np.int64)
-        return Ranking(picks, margin, junk, spread.duplicate_of)
-    for index in usable[np.argsort(-margin[usable], kind="stable")]:
+    pairs = confusion_pairs(scores.probabilities)
+    pair_cap = max(1, math.ceil(pair_share * count))
+    per_pair: dict[tuple[int, int], int] = {}
+    held_back: list[int] = []
+    for index in order:
         if len(spread.picks) == count:
             break
-        if not spread.is_duplicate(int(index)):
-            spread.pick(int(index))
-    return Ranking(np.asarray(spread.picks, dtype=np.int64), margin, junk, spread.duplicate_of)
-
-
-def typical_per_cluster(points: np.ndarray, clusters: int) -> list[np.ndarray]:
-    """k-means on ``points`` (N, F): each cluster's members, nearest its centre first, the biggest cluster
-    first (ties: lower cluster index)."""
-    labels, centres = kmeans(points, clusters)
-    distance = np.linalg.norm(points - centres[labels], axis=1)
-    members = [np.flatnonzero(labels == k) for k in range(clusters)]
-    members = [m[np.argsort(distance[m], kind="stable")] for m in members if len(m)]
-    return sorted(members, key=len, reverse=True)
-
-
-def kmeans(points: np.ndarray, clusters: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means from a k-means++ start (Arthur & Vassilvitskii 2007): (N, F) -> labels (N,) int64 and
-    centres (k, F). Written here, some twenty lines, because the server image does not carry scikit-learn."""
-    rng = np.random.default_rng(KMEANS_SEED)
-    points = points.astype(np.float32)
-    centres = np.empty((clusters, points.shape[1]), dtype=np.float32)
-    centres[0] = points[rng.integers(len(points))]
-    nearest = ((points - centres[0]) ** 2).sum(axis=1)
-    for k in range(1, clusters):  # each new centre drawn with probability proportional to squared distance
-        total = float(nearest.sum())
-        choice = rng.choice(len(points), p=nearest / total) if total > 0 else rng.integers(len(points))
-        centres[k] = points[choice]
-        nearest = np.minimum(nearest, ((points - centres[k]) ** 2).sum(axis=1))
-    labels = _nearest_centre(points, centres)
-    for _ in range(KMEANS_ITERATIONS):
-        for k in range(clusters):
-            members = points[labels == k]
-            if len(members):  # an emptied cluster keeps its centre
-                centres[k] = members.mean(axis=0)
-        updated = _nearest_centre(points, centres)
-        if np.array_equal(updated, labels):
+        if spread.is_duplicate(index):
+            continue
+        pair = (int(pairs[index, 0]), int(pairs[index, 1]))
+        if per_pair.get(pair, 0) >= pair_cap:
+            held_back.append(int(index))
+            continue
+        per_pair[pair] = per_pair.get(pair, 0) + 1
+        spread.pick(index)
+    for index in held_back:  # second pass: the pair cap yields to an empty slot
+        if len(spread.picks) == count:
             break
-        labels = updated
-    return labels, centres
-
-
-def _nearest_centre(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    squared = (centres**2).sum(axis=1)[None, :] - 2.0 * points @ centres.T  # + |x|^2, the same for every centre
-    return squared.argmin(axis=1).astype(np.int64)
+        if not spread.is_duplicate(index):
+            spread.pick(index)
+    return Ranking(np.asarray(spread.picks, dtype=np.int64), margin, junk, spread.duplicate_of)
 
 
 class _Spread:

@@ -45,10 +45,8 @@ async def suggest(
     invert: Invert = "auto",
 ) -> SuggestionList:
     """Several unlabelled images in the multipart field `files` (repeated, as for /classify/batch), ranked by
-    what a label would teach the model. Asked for fewer than the usable images (`count`), it groups them by
-    the discriminator's features and suggests each group's most typical image, the biggest group first;
-    otherwise every usable image comes back, the ones it cannot place between two classes first. Junk
-    (realness below 0.5) and near-duplicates of a suggestion are left out and say why."""
+    what a label would teach the model: the ones it cannot place between two classes first; junk (realness
+    below 0.5) and near-duplicates of a suggestion are left out and say why."""
     return await suggest_on(request, served, settings, metrics, count, invert)
 
 

@@ -13,7 +13,7 @@ import torch
 from conftest import BOTH, DARK, LEFT, RIGHT, build_halves_model_dir, halves
 from PIL import Image
 
-from model.suggest import ImageScores, entropy_uncertainty, kmeans, margin_uncertainty, rank_for_labelling
+from model.suggest import ImageScores, entropy_uncertainty, margin_uncertainty, rank_for_labelling
 from training.readers import decode as decode_module
 from training.suggest import CSV_COLUMNS, main
 
@@ -48,42 +48,13 @@ def test_margin_and_entropy_scores() -> None:
     assert entropy_uncertainty(probabilities) == pytest.approx([0.0, np.log(2) / np.log(3), 1.0], abs=1e-6)
 
 
-def test_a_pool_gives_one_typical_image_per_cluster_biggest_cluster_first() -> None:
-    # Two kinds of image in feature space, each symmetric about its typical image: five around (1, 0), three
-    # around (0, 1). The least sure image of each kind (score 1) sits at its edge and is not what gets picked.
-    features = [[0.9, 0.436], [1.0, 0.0], [0.9, -0.436], [0.95, 0.312], [0.95, -0.312]]
-    features += [[0.3, 0.954], [0.0, 1.0], [-0.3, 0.954]]
-    probabilities = [[0.5, 0.5]] + [[0.9, 0.1]] * 4 + [[0.2, 0.8]] * 2 + [[0.5, 0.5]]
-    ranking = rank_for_labelling(scores(probabilities, [0.9] * 8, features), count=2)
-    assert ranking.picks.tolist() == [1, 6]
-    assert ranking.scores[0] == pytest.approx(1.0) and ranking.scores[7] == pytest.approx(1.0)
-
-
-def test_a_copy_shares_its_originals_cluster_and_is_never_picked_beside_it() -> None:
-    features = [[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [-1.0, 0.2], [1.0, 0.0]]  # image 4 is a copy of image 0
-    pool = scores([[0.6, 0.4]] * 5, [0.9] * 5, features)
-    picks = rank_for_labelling(pool, count=4).picks.tolist()
-    assert sorted(picks) == [0, 1, 2, 3]
-
-
-def test_a_small_batch_is_ranked_by_margin() -> None:
-    # Fewer usable images than asked for: nothing to group, every one ranked, the least sure first.
-    features = [[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]]
-    pool = scores([[0.9, 0.1], [0.55, 0.45], [0.7, 0.3]], [0.9] * 3, features)
-    assert rank_for_labelling(pool, count=3).picks.tolist() == [1, 2, 0]
-    assert rank_for_labelling(pool, count=5).picks.tolist() == [1, 2, 0]
-
-
-def test_kmeans_finds_separated_groups_and_is_deterministic() -> None:
-    rng = np.random.default_rng(0)
-    centres = np.array([[5.0, 0.0], [-5.0, 0.0], [0.0, 5.0]])
-    points = np.concatenate([centre + rng.normal(0, 0.3, (40, 2)) for centre in centres]).astype(np.float32)
-    labels, found = kmeans(points, 3)
-    assert all(len(np.unique(labels[i * 40 : (i + 1) * 40])) == 1 for i in range(3))  # each group one cluster
-    assert len(np.unique(labels)) == 3
-    assert np.allclose(sorted(found.tolist()), sorted(centres.tolist()), atol=0.2)
-    again, _ = kmeans(points, 3)
-    assert np.array_equal(labels, again)
+def test_one_confusable_pair_does_not_take_every_slot() -> None:
+    # Six images torn between classes 0 and 1 (the most unsure), two between 2 and 3.
+    probabilities = [[0.5, 0.5 - 0.01 * i, 0.01 * i, 0.0] for i in range(6)] + [[0.0, 0.0, 0.7, 0.3]] * 2
+    ranking = rank_for_labelling(scores(probabilities, [0.9] * 8), count=5, pair_share=0.4)
+    assert ranking.picks.tolist() == [0, 1, 6, 7, 2]  # two per pair first, then the pair cap yields
+    every_slot = rank_for_labelling(scores(probabilities, [0.9] * 8), count=5, pair_share=1.0)
+    assert every_slot.picks.tolist() == [0, 1, 2, 3, 4]
 
 
 def test_near_duplicates_are_passed_over() -> None:
@@ -172,15 +143,12 @@ def test_folder_ranking_csv_sheet_and_copies(model_dir: Path, tmp_path: Path, ca
 
 def test_a_labelled_copy_is_not_suggested_again(model_dir: Path, tmp_path: Path) -> None:
     root = write_folder(tmp_path / "photos")
-    assert suggest(model_dir, root, "--out", str(tmp_path / "1.csv"), "--copy-to", str(root)) == 0
-    # The user sorts the first suggestion into a class folder; the original stays in unlabelled/.
+    assert suggest(model_dir, root, "--count", "1", "--out", str(tmp_path / "1.csv"), "--copy-to", str(root)) == 0
+    # The user sorts the suggestion into a class folder; the original stays in unlabelled/.
     (root / "unsorted" / "1-b_unsure.png").rename(root / "labelled" / "left" / "1-b_unsure.png")
-    assert suggest(model_dir, root, "--out", str(tmp_path / "2.csv")) == 0
+    assert suggest(model_dir, root, "--count", "1", "--out", str(tmp_path / "2.csv")) == 0
     # Both byte-identical copies of the labelled image are out of the pool now.
-    assert [row["path"] for row in read_rows(tmp_path / "2.csv")] == [
-        "unlabelled/e_fairly_sure.png",
-        "unlabelled/a_sure.png",
-    ]
+    assert [row["path"] for row in read_rows(tmp_path / "2.csv")] == ["unlabelled/e_fairly_sure.png"]
 
 
 def test_folder_and_labels_csv(model_dir: Path, tmp_path: Path) -> None:
