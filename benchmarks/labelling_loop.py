@@ -15,6 +15,11 @@ D's unit-length features of the pool's images with realness >= 0.5, then per clu
 (``clusters-margin``) or the one nearest the centre (``clusters-typical``), both with scikit-learn's k-means
 (three starts) from this script; then ``clusters-typical, own k-means``, the same rule as ``sgan-suggest`` of
 commit 66101db (numpy k-means, one k-means++ start), which measured below the margin rule and was reverted.
+
+    python benchmarks/labelling_loop.py --seeds 0 1 2                  # the real table: 12 trainings
+    python benchmarks/labelling_loop.py --seeds 0 1 2 --jobs 2         # two trainings side by side
+    python benchmarks/labelling_loop.py --seeds 0 1 2 --strategies random   # one strategy; round 0 reused
+    python benchmarks/labelling_loop.py --seeds 0 --steps 30 --results /tmp/loop   # a smoke run
 """
 
 from __future__ import annotations
