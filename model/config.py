@@ -197,12 +197,13 @@ def default_configs(
             input_mean=(0.5,) * channels,
             input_std=(0.5,) * channels,
         )
-        gen = GeneratorConfig(
+        gen = GeneratorConfig(  # the reference's CIFAR-10 generator: U(0,1)^100 projected to 512 channels at 4x4
             channels,
             height,
             width,
             architecture="conv",
-            latent_distribution="normal",
+            latent_distribution="uniform",
+            base_channels=512,
             upsamplings=upsamplings_for(height, width),
         )
     return disc, gen

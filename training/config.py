@@ -21,9 +21,27 @@ from training.readers import DataError
 # core; the reference conv net's 15,000 are 30 passes over CIFAR-10's 50,000 images (a GPU's budget); conv-cpu's
 # fill about 28 minutes of two CPU cores on 32x32 colour, the rest of a half hour going to decoding.
 RECIPES: dict[str, dict[str, Any]] = {
-    "mlp": {"learning_rate": 1e-3, "steps": 27_500, "fake_noise_fraction": 0.1, "augment": "none"},
-    "conv": {"learning_rate": 3e-4, "steps": 15_000, "fake_noise_fraction": 0.0, "augment": "none"},
-    "conv-cpu": {"learning_rate": 1e-3, "steps": 8_000, "fake_noise_fraction": 0.1, "augment": "flip"},
+    "mlp": {
+        "learning_rate": 1e-3,
+        "steps": 27_500,
+        "fake_noise_fraction": 0.1,
+        "augment": "none",
+        "feature_matching": "l2",
+    },
+    "conv": {
+        "learning_rate": 3e-4,
+        "steps": 15_000,
+        "fake_noise_fraction": 0.0,
+        "augment": "none",
+        "feature_matching": "l1",
+    },
+    "conv-cpu": {
+        "learning_rate": 1e-3,
+        "steps": 8_000,
+        "fake_noise_fraction": 0.1,
+        "augment": "flip",
+        "feature_matching": "l2",
+    },
 }
 ARCHITECTURES = tuple(RECIPES)
 
@@ -232,6 +250,15 @@ class TrainConfig:
             "mirroring; photos tolerate it, digits and clothes measured worse). Default: the recipe's",
             "recipe",
             choices=("none", "flip"),
+        ),
+    )
+    feature_matching: str | None = field(
+        default=None,
+        metadata=option(
+            "the generator's distance between the batch means of D's features: l2 (squared, the reference's "
+            "MNIST code) or l1 (mean absolute, its CIFAR-10 code). Default: the recipe's",
+            "recipe",
+            choices=("l2", "l1"),
         ),
     )
     ema_decay: float = field(default=0.999, metadata=option("EMA of D's weights used for evaluation", "recipe"))

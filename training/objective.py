@@ -58,6 +58,7 @@ class SemiSupervisedGANObjective:
         *,
         unsup_weight: float,
         fake_noise_fraction: float,
+        feature_matching: str,
         autocast: Autocast,
     ) -> None:
         self.networks = networks
@@ -65,6 +66,7 @@ class SemiSupervisedGANObjective:
         self.gen_optimizer = gen_optimizer
         self.unsup_weight = unsup_weight
         self.fake_noise_fraction = fake_noise_fraction
+        self.feature_matching = feature_matching
         self.autocast = autocast
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -98,7 +100,7 @@ class SemiSupervisedGANObjective:
         return {"loss_sup": loss_sup.detach(), "loss_unsup": loss_unsup.detach()}
 
     def generator_phase(self, batch: Batch) -> torch.Tensor:
-        """Minimise || mean f(x_u') - mean f(G(z)) ||^2 (feature matching) against a second, independently
+        """Minimise || mean f(x_u') - mean f(G(z)) || (feature matching) against a second, independently
         drawn unlabelled batch. Gradients flow through D to G, but D is not updated: the bare D is used, so
         DDP syncs only G's gradients."""
         assert batch.matching is not None
@@ -110,7 +112,7 @@ class SemiSupervisedGANObjective:
                     features_real = discriminator.forward_features(batch.matching)
                 latent = self.networks.generator.sample_latent(len(batch.labelled))
                 features_fake = discriminator.forward_features(self.networks.generator_forward(latent))
-                loss_gen = feature_matching_loss(features_real, features_fake)
+                loss_gen = feature_matching_loss(features_real, features_fake, self.feature_matching)
             _optimise(self.gen_optimizer, loss_gen)
         finally:
             discriminator.requires_grad_(True)
@@ -153,5 +155,6 @@ def build_objective(
         gen_optimizer,
         unsup_weight=config.unsup_weight,
         fake_noise_fraction=config.recipe_value("fake_noise_fraction"),
+        feature_matching=config.recipe_value("feature_matching"),
         autocast=autocast,
     )

@@ -62,3 +62,15 @@ def test_feature_matching_is_squared_distance_between_batch_means() -> None:
     feature_matching_loss(real, fake).backward()
     # d/dfake_i = -2 (mean_real - mean_fake) / B
     assert torch.allclose(fake.grad, torch.tensor([[-1.0, -2.0], [-1.0, -2.0]]))
+
+
+def test_feature_matching_l1_is_the_mean_absolute_distance_between_batch_means() -> None:
+    real = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # mean (2, 3)
+    fake = torch.tensor([[0.0, 4.0], [2.0, 4.0]], requires_grad=True)  # mean (1, 4)
+    loss = feature_matching_loss(real, fake, "l1")
+    assert loss.item() == pytest.approx((1.0 + 1.0) / 2)
+    loss.backward()
+    # d/dfake_ij = -sign(mean_real_j - mean_fake_j) / (B * F)
+    assert torch.allclose(fake.grad, torch.tensor([[-0.25, 0.25], [-0.25, 0.25]]))
+    with pytest.raises(ValueError, match="distance"):
+        feature_matching_loss(real, fake, "cosine")

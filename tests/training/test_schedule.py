@@ -14,7 +14,7 @@ from training.config import TrainConfig
 from training.readers import DataError
 from training.run import train
 from training.schedule import LinearDecaySchedule
-from training.trainer import MIN_ROUND_STEPS, Budget, Trainer
+from training.trainer import MIN_ROUND_STEPS, Budget, Trainer, network_configs
 
 
 def test_the_learning_rate_is_constant_then_decays_linearly_to_zero() -> None:
@@ -93,20 +93,31 @@ def test_the_reference_recipe_sets_its_options_and_flags_beside_it_win() -> None
 
 
 @pytest.mark.parametrize(
-    ("shape", "on_cuda", "architecture", "steps", "augment"),
+    ("shape", "on_cuda", "architecture", "steps", "augment", "feature_matching"),
     [
-        ((1, 28, 28), False, "mlp", 27_500, "none"),
-        ((1, 28, 28), True, "mlp", 27_500, "none"),
-        ((3, 32, 32), False, "conv-cpu", 8_000, "flip"),
-        ((3, 32, 32), True, "conv", 15_000, "none"),
-        ((1, 64, 64), False, "conv-cpu", 8_000, "flip"),
+        ((1, 28, 28), False, "mlp", 27_500, "none", "l2"),
+        ((1, 28, 28), True, "mlp", 27_500, "none", "l2"),
+        ((3, 32, 32), False, "conv-cpu", 8_000, "flip", "l2"),
+        ((3, 32, 32), True, "conv", 15_000, "none", "l1"),  # the reference's CIFAR-10 code
+        ((1, 64, 64), False, "conv-cpu", 8_000, "flip", "l2"),
     ],
 )
 def test_the_recipe_follows_the_image_shape_and_the_device(
-    shape: tuple[int, int, int], on_cuda: bool, architecture: str, steps: int, augment: str
+    shape: tuple[int, int, int], on_cuda: bool, architecture: str, steps: int, augment: str, feature_matching: str
 ) -> None:
     config = TrainConfig(dataset="x", out="y").resolved(shape, on_cuda=on_cuda)
     assert (config.architecture, config.steps, config.augment) == (architecture, steps, augment)
+    assert config.feature_matching == feature_matching
     # Flags given beside the recipe win over it.
     chosen = TrainConfig(dataset="x", out="y", architecture="conv", augment="flip", steps=10).resolved(shape, False)
     assert (chosen.architecture, chosen.steps, chosen.augment, chosen.learning_rate) == ("conv", 10, "flip", 3e-4)
+
+
+def test_the_reference_generator_on_cuda_and_the_measured_small_one_on_a_cpu() -> None:
+    """`conv` keeps the reference's CIFAR-10 generator (U(0,1) latents, 512 channels at 4x4); `conv-cpu` keeps
+    the 128-channel one with normal latents that its CIFAR-10 figures were measured with."""
+    shape = (3, 32, 32)
+    _, reference = network_configs(TrainConfig(dataset="x", out="y").resolved(shape, on_cuda=True), 10, shape)
+    _, cpu_sized = network_configs(TrainConfig(dataset="x", out="y").resolved(shape, on_cuda=False), 10, shape)
+    assert (reference.base_channels, reference.latent_distribution) == (512, "uniform")
+    assert (cpu_sized.base_channels, cpu_sized.latent_distribution) == (128, "normal")
