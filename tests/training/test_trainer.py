@@ -165,6 +165,23 @@ def test_network_options_shape_the_networks_and_reach_the_model_card(tmp_path: P
     assert json.loads((out / "config.json").read_text())["discriminator_options"]["conv_channels"] == "8,16"
 
 
+def test_a_saved_state_whose_networks_differ_is_refused_on_resume(tmp_path: Path) -> None:
+    """A run begun by a version whose recipe built other networks (simulated by editing its config.json) gets a
+    clear error, not a traceback, and its saved state is left as it was."""
+    data = write_bars_dataset(tmp_path / "bars", train_count=300, test_count=10)
+    out = tmp_path / "run"
+    options = ("--architecture", "conv", "--discriminator", "conv_channels=8,16", "--generator", "base_channels=16")
+    assert cli.main(train_args(data, out, "--epochs", "1", *options)) == 0
+    config_path, state_path = out / "config.json", out / "state" / "training.pt"
+    config = json.loads(config_path.read_text())
+    config["generator_options"]["base_channels"] = "32"
+    config_path.write_text(json.dumps(config))
+    saved = state_path.read_bytes()
+    result = run_cli("--out", str(out), "--resume", "--epochs", "2", check=False)
+    assert result.returncode == 2 and "saved networks differ" in result.stderr and "Traceback" not in result.stderr
+    assert state_path.read_bytes() == saved
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
