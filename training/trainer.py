@@ -227,10 +227,10 @@ class Trainer:
             self.discriminator.load_state_dict(state["discriminator"])
             self.generator.load_state_dict(state["generator"])
         except RuntimeError as exc:  # e.g. a run begun by a version whose recipe built other networks
-            first_line = str(exc).splitlines()[-1].strip()
+            detail = str(exc).splitlines()[-1].strip()  # torch lists one mismatch a line
             raise DataError(
                 f"{self.run_dir.state_path}: the saved networks differ from the ones this version builds for the "
-                f"run's options ({first_line}); train anew with another --out"
+                f"run's options ({detail}); train anew with another --out"
             ) from None
         self.ema.load_state_dict(state["ema"])
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])
