@@ -9,8 +9,10 @@ where the data is missing.
 
     python benchmarks/train_speed.py                      # every architecture x mode on the default device
     python benchmarks/train_speed.py --device cuda --compile --architectures conv conv-cpu
+    python benchmarks/train_speed.py --architectures conv-cpu --memory-format channels_last   # the other layout
 
-Results are merged by (device, architecture, mode, compile) into benchmarks/results/train_speed.{json,md}.
+Results are merged by (device, architecture, image, mode, compile, precision, memory format) into
+benchmarks/results/train_speed.{json,md}.
 """
 
 from __future__ import annotations
@@ -72,6 +74,17 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
 
 
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def use_memory_format(trainer: Trainer, memory_format: torch.memory_format) -> None:
+    """Time the layout the trainer would not pick here. The networks' parameters keep their identity (only
+    their data is re-laid), so the optimisers built around them stay valid."""
+    trainer.discriminator.to(memory_format=memory_format)  # type: ignore[call-overload]
+    trainer.generator.to(memory_format=memory_format)  # type: ignore[call-overload]
+    trainer.memory_format = memory_format
+
+
 def measure(dataset: ImageDataset, architecture: str, baseline: bool, args: argparse.Namespace) -> dict[str, Any]:
     config = TrainConfig(
         dataset="fashion-mnist", out="/nonexistent", architecture=architecture, baseline=baseline,
@@ -80,6 +93,8 @@ def measure(dataset: ImageDataset, architecture: str, baseline: bool, args: argp
     split = split_semi_supervised(dataset.labels, 10, 5000, seed=0)
     torch.manual_seed(0)
     trainer = Trainer(config, dataset, split)
+    if args.memory_format != "auto":
+        use_memory_format(trainer, MEMORY_FORMATS[args.memory_format])
     trainer._initialise()
     trainer.prepare_step_modules()
     steps = args.steps if architecture == "mlp" else args.conv_steps
@@ -94,6 +109,7 @@ def measure(dataset: ImageDataset, architecture: str, baseline: bool, args: argp
         "compile": args.compile,
         "precision": "bf16" if trainer.bf16 else "fp32",
         "memory_format": "channels_last" if trainer.memory_format == torch.channels_last else "contiguous",
+        "memory_format_forced": args.memory_format != "auto",
         "image_shape": list(dataset.image_shape),
         "batch_size": config.batch_size,
         "steps_timed": steps,
@@ -107,9 +123,11 @@ def measure(dataset: ImageDataset, architecture: str, baseline: bool, args: argp
 
 
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Rows are merged by what was measured; rows written before the precision option ran in fp32."""
+    """Rows are merged by what was measured; rows written before the precision and layout were recorded ran in
+    fp32 and in the contiguous layout."""
     shape = tuple(row.get("image_shape", (1, 28, 28)))
-    return (row["device"], row["architecture"], shape, row["mode"], row["compile"], row.get("precision", "fp32"))
+    precision, layout = row.get("precision", "fp32"), row.get("memory_format", "contiguous")
+    return (row["device"], row["architecture"], shape, row["mode"], row["compile"], precision, layout)
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
@@ -135,13 +153,14 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def steps_for(seconds: float, rows: list[dict[str, Any]], args: argparse.Namespace) -> int:
-    """The steps ``seconds`` hold at the speed measured here before (uncompiled) for this device, model, mode and
-    precision: a time budget that a run can repeat as a step count."""
+    """The steps ``seconds`` hold at the speed measured here before (uncompiled, in the trainer's own layout) for
+    this device, model, mode and precision: a time budget that a run can repeat as a step count."""
     device = device_name(select_device(args.device))
     matches = [
         row for row in rows
         if (row["device"], row["architecture"], row["mode"], row["compile"], row.get("precision", "fp32"))
         == (device, args.architectures[0], args.modes[0], False, args.precision)
+        and not row.get("memory_format_forced", False)
     ]  # fmt: skip
     if not matches:
         raise SystemExit(f"no speed row for {device}, {args.architectures[0]}, {args.modes[0]}, {args.precision}")
@@ -155,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=["ssl", "baseline"], choices=("ssl", "baseline"))
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="as sgan-train's")
+    parser.add_argument(
+        "--memory-format", default="auto", choices=("auto", *MEMORY_FORMATS),
+        help="the tensors' layout (default: the trainer's choice for the device and model)",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100, help="timed steps for the MLP")
     parser.add_argument("--conv-steps", type=int, default=10, help="timed steps for the conv nets (slow on CPUs)")

@@ -24,6 +24,10 @@ def test_the_gpu_check_runs_every_step_in_a_dry_run(tmp_path: Path) -> None:
 
     speed = json.loads((tmp_path / "results" / "train_speed.json").read_text())
     assert {(row["architecture"], row["compile"]) for row in speed} >= {("conv-cpu", False), ("conv-cpu", True)}
+    layouts = {
+        (row["memory_format"], row["memory_format_forced"]) for row in speed if row["architecture"] == "conv-cpu"
+    }
+    assert layouts == {("contiguous", False), ("channels_last", True)}
     rows = json.loads((tmp_path / "results" / "accuracy.json").read_text())
     assert sorted(row["mode"] for row in rows) == ["baseline", "ssl"]
     for row in rows:
