@@ -40,7 +40,9 @@ DEFAULT_RECIPE = "default"  # sgan-train's own defaults for the image size
 FASHION_TEST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
 
-def write_ood_set(directory: Path, image_shape: tuple[int, int, int]) -> tuple[str, Path]:
+def write_ood_set(
+    directory: Path, image_shape: tuple[int, int, int], fashion_images: Path = FASHION_TEST_IMAGES
+) -> tuple[str, Path]:
     """Foreign images of the model's shape, as an .npz dataset: for 28x28 grey, scikit-learn's bundled 8x8 digits
     scaled up (0..16 -> 0..255, bilinear); for any other shape, Fashion-MNIST's test images (grey, resized,
     the grey copied into each channel), which colour photos are not."""
@@ -53,7 +55,7 @@ def write_ood_set(directory: Path, image_shape: tuple[int, int, int]) -> tuple[s
         digits = load_digits()
         grey, labels, name = (digits.images * 255 / 16).astype(np.uint8), digits.target, "digits"
     else:
-        with gzip.open(FASHION_TEST_IMAGES) as handle:
+        with gzip.open(fashion_images) as handle:
             grey = np.frombuffer(handle.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
         labels, name = np.zeros(len(grey), dtype=np.int64), "fashion-mnist"
     resized = np.stack([np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)) for image in grey])
@@ -85,7 +87,7 @@ def run_row(args: argparse.Namespace, labels_per_class: int, seed: int, baseline
     wall_seconds = time.perf_counter() - started
     card = json.loads((run_dir / "model" / "model.json").read_text())
     image_shape = (card["discriminator"]["channels"], card["discriminator"]["height"], card["discriminator"]["width"])
-    ood_name, ood_path = write_ood_set(Path(args.runs_dir) / "ood", image_shape)
+    ood_name, ood_path = write_ood_set(Path(args.runs_dir) / "ood", image_shape, Path(args.fashion_images))
 
     eval_command = ["sgan-eval", str(run_dir / "model"), "--dataset", args.dataset, "--json",
                     "--ood-dataset", "noise", "--ood-dataset", str(ood_path)]  # fmt: skip
@@ -223,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="a name for the rows of this recipe")
     parser.add_argument("--train-args", default="", help="extra sgan-train flags of the recipe, one string")
     parser.add_argument("--runs-dir", default="runs/benchmarks")
+    parser.add_argument(
+        "--fashion-images",
+        default=str(FASHION_TEST_IMAGES),
+        help="Fashion-MNIST's t10k-images-idx3-ubyte.gz, the foreign set for models of other shapes than 28x28 grey",
+    )
     parser.add_argument("--results", default=str(RESULTS_DIR / "accuracy"), help="path stem for .json and .md")
     parser.add_argument("--summarise-only", action="store_true", help="rewrite the .md from the .json, run nothing")
     args = parser.parse_args(argv)

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# The GPU check: everything this project wants measured on a CUDA machine, in one call of about 15 minutes.
-#   1. the CUDA tests (pytest -m gpu);
-#   2. training speed of the conv recipes (conv, the reference; conv-cpu) on 32x32 colour: fp32 and bf16,
-#      each with and without torch.compile (channels_last is the trainer's memory format for conv nets on CUDA),
-#      and bf16 once more in the contiguous layout, to show what channels_last buys;
+# The GPU check: everything this project wants measured on a CUDA machine, in one device call of about 7 minutes
+# (a lent machine gives a session 15 minutes in all, start included, and one command at most 10):
+#   1. the CUDA tests (pytest -m gpu on tests/training/test_cuda.py);
+#   2. training speed of the conv recipes (conv, the reference; conv-cpu) on 32x32 colour: fp32 and bf16
+#      (channels_last is the trainer's memory format for conv nets on CUDA), bf16 with torch.compile, and bf16
+#      once more in the contiguous layout, to show what channels_last buys;
 #   3. the reference recipe on CIFAR-10 with 400 labels per class, SSL and the labels-only baseline, each for
-#      a fixed 8 minutes: the steps are those that 8 minutes hold at the speed step 2 measured, so the run is
+#      a fixed 90 seconds: the steps are those that 90 seconds hold at the speed step 2 measured, so the run is
 #      repeatable as steps; its rows go into benchmarks/results/accuracy.{json,md}.
-# Results land in benchmarks/results/ (and a log in $OUT when the device tool sets it).
+# Results land in benchmarks/results/; when the device tool sets $OUT, they and the log are copied there after
+# every step, so what a step finished comes back even if a later one runs out of time.
+#
+# The device machine has its own python3 with torch, numpy, Pillow, safetensors, tqdm, matplotlib and
+# scikit-learn, but not this project or its server's packages: the script runs from the checkout (PYTHONPATH)
+# and step 1 collects only the CUDA tests, which need no server package. PYTHON=... picks the interpreter.
 #
 # The machine reaches no network and at most 64 MiB travel to it, so CIFAR-10 goes as a packed subset made here
-# first (14,000 training images, of which a run labels 4,000, and 5,000 test images; about 51 MiB):
+# first (14,000 training images, of which a run labels 4,000, and 5,000 test images; about 51 MiB), beside
+# Fashion-MNIST's test images (4 MiB), the foreign set of step 3's realness AUROC:
 #     python benchmarks/pack_cifar.py data/cifar10 data/cifar10-gpu.npz
-# then, through the device tool, with data/cifar10-gpu.npz carried:
+#     cp /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz data/fashion-t10k-images.gz
+# then, through the device tool, with both files carried and a timeout of 600 s:
 #     bash scripts/gpu-check.sh
 #
 # --dry-run runs every step on the CPU on tiny data this script writes, with results in a temporary folder
@@ -22,17 +30,21 @@ cd "$(dirname "$0")/.."
 
 DRY_RUN=0
 DATA=data/cifar10-gpu.npz
+FASHION=data/fashion-t10k-images.gz
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
     --data) DATA=$2; shift ;;
-    *) echo "usage: $0 [--dry-run] [--data PACKED.npz]" >&2; exit 2 ;;
+    --fashion) FASHION=$2; shift ;;
+    *) echo "usage: $0 [--dry-run] [--data PACKED.npz] [--fashion t10k-images-idx3-ubyte.gz]" >&2; exit 2 ;;
   esac
   shift
 done
 
-PYTHON=${PYTHON:-python3}
-if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export PYTHONPATH="${PWD}${PYTHONPATH:+:${PYTHONPATH}}"  # the benchmarks import training/ and model/ from here
 say() { printf '\n== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
 
 if [ "${DRY_RUN}" = 1 ]; then
@@ -48,6 +60,7 @@ if [ "${DRY_RUN}" = 1 ]; then
   BUDGET_SECONDS=3
   LABELS_PER_CLASS=4
   DATA=${WORK}/tiny-colour.npz
+  FASHION=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
   # One of each kind of speed row (compiled and not), to keep the dry run to a few minutes of CPU.
   SPEED_ARGS=(--warmup 1 --steps 2 --conv-steps 2 --pool-size 400 --architectures conv-cpu --modes ssl)
   PRECISIONS=(bf16)
@@ -63,7 +76,7 @@ else
   WORK=runs/gpu-check
   RESULTS=benchmarks/results
   DEVICE=cuda
-  BUDGET_SECONDS=480
+  BUDGET_SECONDS=90
   LABELS_PER_CLASS=400
   SPEED_ARGS=(--warmup 10 --steps 100 --conv-steps 50 --architectures conv conv-cpu)
   PRECISIONS=(fp32 bf16)
@@ -74,22 +87,28 @@ else
   fi
   "${PYTHON}" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.cuda.get_device_name())'
 fi
+if [ ! -f "${FASHION}" ]; then
+  echo "no ${FASHION}: copy /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz there and carry it" >&2
+  exit 2
+fi
 mkdir -p "${RESULTS}" "${WORK}"
+if [ -n "${OUT:-}" ]; then exec > >(tee -a "${OUT}/gpu-check.log") 2>&1; fi
+deliver() {  # the results so far, to the device tool's $OUT (flat: it returns at most 8 files)
+  if [ -n "${OUT:-}" ]; then cp "${RESULTS}"/train_speed.* "${RESULTS}"/accuracy.* "${OUT}/" 2>/dev/null || true; fi
+}
 
 say "1. CUDA tests"
 # Exit status 5 is "no test selected": every CUDA test skipped itself (the dry run has no GPU).
-"${PYTHON}" -m pytest -q -m gpu tests || [ $? = 5 ]
+"${PYTHON}" -m pytest -q -p no:cacheprovider -m gpu tests/training/test_cuda.py || [ $? = 5 ]
 
 say "2. training speed of the conv recipes"
+speed() { "${PYTHON}" benchmarks/train_speed.py --device "${DEVICE}" "${SPEED_ARGS[@]}" --results "${RESULTS}/train_speed" "$@"; }
 for precision in "${PRECISIONS[@]}"; do
-  for compile in "" --compile; do
-    # shellcheck disable=SC2086  # $compile is empty or one flag
-    "${PYTHON}" benchmarks/train_speed.py --device "${DEVICE}" --precision "${precision}" ${compile} \
-      "${SPEED_ARGS[@]}" --results "${RESULTS}/train_speed"
-  done
+  speed --precision "${precision}"
 done
-"${PYTHON}" benchmarks/train_speed.py --device "${DEVICE}" --precision bf16 --memory-format "${OTHER_LAYOUT}" \
-  "${SPEED_ARGS[@]}" --results "${RESULTS}/train_speed"
+speed --precision bf16 --compile
+speed --precision bf16 --memory-format "${OTHER_LAYOUT}"
+deliver
 if [ "${DRY_RUN}" = 1 ]; then  # step 3 needs the reference net's speed: one uncompiled row of each mode
   "${PYTHON}" benchmarks/train_speed.py --device cpu --precision bf16 --warmup 0 --conv-steps 1 --pool-size 400 \
     --architectures conv --results "${RESULTS}/train_speed"
@@ -102,7 +121,8 @@ for mode in ssl baseline; do
   echo "${mode}: ${steps} steps"
   "${PYTHON}" benchmarks/accuracy.py --dataset "${DATA}" --labels-per-class "${LABELS_PER_CLASS}" --seeds 0 --modes "${mode}" \
     --steps "${steps}" --recipe "conv-reference-${BUDGET_SECONDS}s" --runs-dir "${WORK}/runs" \
-    --train-args="--architecture conv --device ${DEVICE} --precision bf16" --results "${RESULTS}/accuracy"
+    --fashion-images "${FASHION}" --train-args="--architecture conv --device ${DEVICE} --precision bf16" --results "${RESULTS}/accuracy"
+  deliver
 done
 
 say "done: results in ${RESULTS}"
