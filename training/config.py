@@ -13,6 +13,7 @@ import typing
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from training.augment import AUGMENTATIONS
 from training.readers import DataError
 
 # Recipe defaults per architecture (docs/design.md, Algorithm), chosen on validation only; the measurements
@@ -232,6 +233,13 @@ class TrainConfig:
     learning_rate: float | None = field(
         default=None, metadata=option("default: the recipe's (1e-3 mlp, 3e-4 conv)", "recipe")
     )
+    generator_lr_scale: float = field(
+        default=1.0,
+        metadata=option(
+            "the generator's learning rate as a multiple of the discriminator's (the schedule moves both alike)",
+            "recipe",
+        ),
+    )
     beta1: float = field(default=0.5, metadata=option("Adam's beta1 (the reference's 0.5)", "recipe"))
     lr_decay_fraction: float = field(
         default=0.5,
@@ -246,10 +254,11 @@ class TrainConfig:
     augment: str | None = field(
         default=None,
         metadata=option(
-            "label-preserving changes to real images before D sees them: none, or flip (random left-right "
-            "mirroring; photos tolerate it, digits and clothes measured worse). Default: the recipe's",
+            "label-preserving changes to real images before D sees them: none; flip (random left-right "
+            "mirroring; photos tolerate it, digits and clothes measured worse); flip-shift (mirroring, then "
+            "a shift of up to 2 pixels each way). Default: the recipe's",
             "recipe",
-            choices=("none", "flip"),
+            choices=AUGMENTATIONS,
         ),
     )
     feature_matching: str | None = field(

@@ -35,6 +35,7 @@ from model import (
 )
 from model.config import Architecture
 from model.imaging import encode_png, pixels_to_tensor, tensor_to_pixels, tile_grid, training_background
+from training.augment import augment
 from training.batches import epoch_order
 from training.config import TrainConfig
 from training.ema import WeightEMA
@@ -133,8 +134,8 @@ class RunProgress:
     elapsed_seconds: float = 0.0  # training time, across resumes
 
 
-def _adam(network: torch.nn.Module, config: TrainConfig, fused: bool | None) -> torch.optim.Adam:
-    lr = config.recipe_value("learning_rate")
+def _adam(network: torch.nn.Module, config: TrainConfig, fused: bool | None, scale: float = 1.0) -> torch.optim.Adam:
+    lr = config.recipe_value("learning_rate") * scale  # the schedule sets it each step; this is its first value
     return torch.optim.Adam(network.parameters(), lr=lr, betas=(config.beta1, 0.999), fused=fused)
 
 
@@ -187,7 +188,9 @@ class Trainer:
         self.generator = Generator(gen_config).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         # The fused CUDA kernel updates all parameters in one launch; the CPU keeps the default (foreach).
         self.disc_optimizer = _adam(self.discriminator, self.config, True if on_cuda else None)
-        self.gen_optimizer = _adam(self.generator, self.config, True if on_cuda else None)
+        self.gen_optimizer = _adam(
+            self.generator, self.config, True if on_cuda else None, self.config.generator_lr_scale
+        )
         self.ema = WeightEMA(self.discriminator, self.config.ema_decay)
 
     def _place_data(self, train_set: ImageDataset, split: SemiSupervisedSplit) -> None:
@@ -290,10 +293,6 @@ class Trainer:
         )
         return tuple(torch.from_numpy(indices).to(self.device) for indices in order)  # type: ignore[return-value]
 
-    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """A uint8 batch -> the networks' float input."""
-        return pixels_to_tensor(images).contiguous(memory_format=self.memory_format)
-
     def _batch(self, global_step: int) -> Batch:
         pass_index, step = divmod(global_step, self.budget.steps_per_pass)
         if self._order_cache is None or self._order_cache[0] != pass_index:
@@ -311,18 +310,15 @@ class Trainer:
         )
 
     def _real_pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """A batch of real images as D takes them, with the recipe's label-preserving augmentation: ``flip``
-        mirrors a random half of them left to right."""
-        pixels = self._pixels(images)
-        if self.config.augment != "flip":
-            return pixels
-        mirrored = torch.rand(len(pixels), device=pixels.device) < 0.5
-        return torch.where(mirrored[:, None, None, None], pixels.flip(3), pixels)
+        """A batch of real images as D takes them, with the recipe's label-preserving augmentation."""
+        pixels = augment(pixels_to_tensor(images), self.config.recipe_value("augment"))
+        return pixels.contiguous(memory_format=self.memory_format)
 
     def step(self, global_step: int) -> dict[str, torch.Tensor]:
         """Optimisation step ``global_step`` (0-based) at its learning rate, then the EMA update."""
         assert self.objective is not None, "prepare_step_modules() builds the objective"
-        self.schedule.apply(global_step, self.disc_optimizer, self.gen_optimizer)
+        self.schedule.apply(global_step, self.disc_optimizer)
+        self.schedule.apply(global_step, self.gen_optimizer, self.config.generator_lr_scale)
         losses = self.objective.step(self._batch(global_step))
         self.ema.update(self.discriminator, global_step + 1)
         return losses
