@@ -255,8 +255,7 @@ class TrainConfig:
         default=None,
         metadata=option(
             "label-preserving changes to real images before D sees them: none; flip (random left-right "
-            "mirroring; photos tolerate it, digits and clothes measured worse); flip-shift (mirroring, then "
-            "a shift of up to 2 pixels each way). Default: the recipe's",
+            "mirroring; photos tolerate it, digits and clothes measured worse). Default: the recipe's",
             "recipe",
             choices=AUGMENTATIONS,
         ),
