@@ -41,7 +41,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "steps": 8_000,
         "fake_noise_fraction": 0.1,
         "augment": "flip",
-        "feature_matching": "l2",
+        "feature_matching": "l1",
     },
 }
 ARCHITECTURES = tuple(RECIPES)
@@ -233,13 +233,6 @@ class TrainConfig:
     learning_rate: float | None = field(
         default=None, metadata=option("default: the recipe's (1e-3 mlp, 3e-4 conv)", "recipe")
     )
-    generator_lr_scale: float = field(
-        default=1.0,
-        metadata=option(
-            "the generator's learning rate as a multiple of the discriminator's (the schedule moves both alike)",
-            "recipe",
-        ),
-    )
     beta1: float = field(default=0.5, metadata=option("Adam's beta1 (the reference's 0.5)", "recipe"))
     lr_decay_fraction: float = field(
         default=0.5,
@@ -254,7 +247,7 @@ class TrainConfig:
     augment: str | None = field(
         default=None,
         metadata=option(
-            "label-preserving changes to real images before D sees them: none; flip (random left-right "
+            "label-preserving changes to real images before D sees them: none, or flip (random left-right "
             "mirroring; photos tolerate it, digits and clothes measured worse). Default: the recipe's",
             "recipe",
             choices=AUGMENTATIONS,

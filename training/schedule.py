@@ -24,9 +24,9 @@ class LinearDecaySchedule:
             return self.base_rate
         return self.base_rate * max(0.0, (self.total_steps - step) / max(1.0, self.total_steps - self.decay_start))
 
-    def apply(self, step: int, optimizer: torch.optim.Optimizer, scale: float = 1.0) -> float:
-        """Set ``optimizer``'s rate for ``step``: the schedule's, times ``scale``."""
-        rate = self.rate(step) * scale
-        for group in optimizer.param_groups:
-            group["lr"] = rate
+    def apply(self, step: int, *optimizers: torch.optim.Optimizer) -> float:
+        rate = self.rate(step)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = rate
         return rate

@@ -134,8 +134,8 @@ class RunProgress:
     elapsed_seconds: float = 0.0  # training time, across resumes
 
 
-def _adam(network: torch.nn.Module, config: TrainConfig, fused: bool | None, scale: float = 1.0) -> torch.optim.Adam:
-    lr = config.recipe_value("learning_rate") * scale  # the schedule sets it each step; this is its first value
+def _adam(network: torch.nn.Module, config: TrainConfig, fused: bool | None) -> torch.optim.Adam:
+    lr = config.recipe_value("learning_rate")
     return torch.optim.Adam(network.parameters(), lr=lr, betas=(config.beta1, 0.999), fused=fused)
 
 
@@ -188,9 +188,7 @@ class Trainer:
         self.generator = Generator(gen_config).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         # The fused CUDA kernel updates all parameters in one launch; the CPU keeps the default (foreach).
         self.disc_optimizer = _adam(self.discriminator, self.config, True if on_cuda else None)
-        self.gen_optimizer = _adam(
-            self.generator, self.config, True if on_cuda else None, self.config.generator_lr_scale
-        )
+        self.gen_optimizer = _adam(self.generator, self.config, True if on_cuda else None)
         self.ema = WeightEMA(self.discriminator, self.config.ema_decay)
 
     def _place_data(self, train_set: ImageDataset, split: SemiSupervisedSplit) -> None:
@@ -317,8 +315,7 @@ class Trainer:
     def step(self, global_step: int) -> dict[str, torch.Tensor]:
         """Optimisation step ``global_step`` (0-based) at its learning rate, then the EMA update."""
         assert self.objective is not None, "prepare_step_modules() builds the objective"
-        self.schedule.apply(global_step, self.disc_optimizer)
-        self.schedule.apply(global_step, self.gen_optimizer, self.config.generator_lr_scale)
+        self.schedule.apply(global_step, self.disc_optimizer, self.gen_optimizer)
         losses = self.objective.step(self._batch(global_step))
         self.ema.update(self.discriminator, global_step + 1)
         return losses
