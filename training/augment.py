@@ -16,7 +16,9 @@ def augment(pixels: torch.Tensor, kind: str) -> torch.Tensor:
     """``flip`` mirrors a random half of the batch left to right; ``none`` returns it as it is."""
     if kind == "none":
         return pixels
-    return random_flip(pixels)
+    if kind == "flip":
+        return random_flip(pixels)
+    raise ValueError(f"unknown augmentation {kind!r}: one of {', '.join(AUGMENTATIONS)}")
 
 
 def random_flip(pixels: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from training.augment import augment, random_flip
@@ -32,3 +33,8 @@ def test_flip_keeps_shape_dtype_and_pixel_range() -> None:
     assert out.shape == pixels.shape and out.dtype == pixels.dtype
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert not torch.equal(out, pixels)
+
+
+def test_an_unknown_augmentation_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown augmentation 'shift'"):
+        augment(_batch(), "shift")
