@@ -3,16 +3,17 @@
 Each run directory's ``metrics.jsonl`` (one record per round, written by ``sgan-train``) gives four panels
 against passes over the unlabelled pool: validation accuracy (runs with ``--val-size`` only), the labelled loss,
 the unsupervised loss and the realness of the generator's images (a labels-only baseline has only the labelled
-loss; a panel no run has is left out). Each run's own ``report.html`` already draws
-these for one run; this sets several side by side, the way the recipe log compares them.
+loss; a panel no run has is left out). Each run's own ``report.html`` already draws these for one run; this
+sets several side by side, the way the recipe log compares them.
 
-    python benchmarks/plot_curves.py --out benchmarks/results/cifar10_curves.png \
-        "l1 (default)=runs/research/cifar-fm-l1-8000" "l2=runs/research/cifar-ctrl-8000"
+    python benchmarks/plot_curves.py --out benchmarks/results/cifar10_curves_budget.png \
+        "8,000 steps=runs/research/cifar-fm-l1-8000" "16,000 steps=runs/research/cifar-l1-16000"
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,8 @@ def parse_run(text: str) -> tuple[str, Path]:
 
 
 def draw(runs: list[tuple[str, list[dict[str, Any]]]], title: str) -> bytes:
-    # A bare Figure on the Agg canvas (no pyplot, no display), as training/report.py draws.
-    import io
-
+    # A bare Figure on the Agg canvas (no pyplot, no display), as training/report.py draws; imported here because
+    # matplotlib is the optional ``report`` extra.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
