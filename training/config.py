@@ -262,18 +262,6 @@ class TrainConfig:
             choices=("l2", "l1"),
         ),
     )
-    consistency_weight: float = field(
-        default=0.0,
-        metadata=option(
-            "weight of a consistency term: D's class probabilities on two random views of each unlabelled image "
-            "(mirroring, dropout) are pulled together (the Pi-model). Default 0: off",
-            "recipe",
-        ),
-    )
-    consistency_rampup: float = field(
-        default=0.25,
-        metadata=option("the consistency weight ramps up from 0 over this first share of training", "recipe"),
-    )
     ema_decay: float = field(default=0.999, metadata=option("EMA of D's weights used for evaluation", "recipe"))
     # --- networks: fields set over the recipe's, as text ({"conv_channels": "32,64"}); see ``with_overrides``.
     discriminator_options: dict[str, str] = field(

@@ -40,11 +40,3 @@ def feature_matching_loss(
     if distance == "l2":
         return difference.pow(2).sum()
     raise ValueError(f"unknown feature-matching distance {distance!r}")
-
-
-def consistency_loss(logits_view_a: torch.Tensor, logits_view_b: torch.Tensor) -> torch.Tensor:
-    """L_cons = mean over the batch of || p(y | x', real) - p(y | x'', real) ||^2 for two random views x', x'' of
-    the same unlabelled images (the Pi-model, Laine & Aila 2017; CT-GAN adds such a term to the semi-supervised
-    GAN's discriminator). Both views carry gradient."""
-    difference = F.softmax(logits_view_a.float(), dim=1) - F.softmax(logits_view_b.float(), dim=1)
-    return difference.pow(2).sum(dim=1).mean()

@@ -14,10 +14,8 @@ import torch
 from torch import nn
 
 from model import Discriminator, Generator
-from training.augment import random_flip
 from training.config import TrainConfig
-from training.losses import consistency_loss, feature_matching_loss, supervised_loss, unsupervised_loss
-from training.schedule import RampUp
+from training.losses import feature_matching_loss, supervised_loss, unsupervised_loss
 
 Autocast = Callable[[], AbstractContextManager[None]]
 
@@ -61,7 +59,6 @@ class SemiSupervisedGANObjective:
         unsup_weight: float,
         fake_noise_fraction: float,
         feature_matching: str,
-        consistency: RampUp,
         autocast: Autocast,
     ) -> None:
         self.networks = networks
@@ -70,11 +67,10 @@ class SemiSupervisedGANObjective:
         self.unsup_weight = unsup_weight
         self.fake_noise_fraction = fake_noise_fraction
         self.feature_matching = feature_matching
-        self.consistency = consistency
         self.autocast = autocast
 
-    def step(self, batch: Batch, step_index: int) -> dict[str, torch.Tensor]:
-        losses = self.discriminator_phase(batch, self.consistency.value(step_index))
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        losses = self.discriminator_phase(batch)
         losses["loss_gen"] = self.generator_phase(batch)
         return losses
 
@@ -87,30 +83,21 @@ class SemiSupervisedGANObjective:
             fake = torch.cat([torch.rand_like(fake[:noise_count]), fake[noise_count:]])
         return fake
 
-    def discriminator_phase(self, batch: Batch, consistency_weight: float = 0.0) -> dict[str, torch.Tensor]:
-        """Maximise log p(y | x_l) + log D(x_u) + log(1 - D(G(z))): L_D = L_sup + unsup_weight * L_unsup, plus
-        consistency_weight * L_cons when that is above 0, against a second view of x_u (an independent mirroring
-        and D's own dropout masks)."""
+    def discriminator_phase(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Maximise log p(y | x_l) + log D(x_u) + log(1 - D(G(z))): L_D = L_sup + unsup_weight * L_unsup."""
         assert batch.unlabelled is not None
         count = len(batch.labelled)
         with self.autocast():
             fake = self._fakes(count)
-            views = [batch.labelled, batch.unlabelled, fake]
-            if consistency_weight > 0:
-                views.append(random_flip(batch.unlabelled))
-            # One forward over all batches: the discriminator has no batch statistics, so this is the same as
-            # one pass each, and faster.
-            logits = self.networks.discriminator_forward(torch.cat(views)).split(count)
-            loss_sup = supervised_loss(logits[0], batch.targets)
-            loss_unsup = unsupervised_loss(logits[1], logits[2])
+            # One forward over the three batches: the discriminator has no batch statistics, so this is the
+            # same as three passes, and faster.
+            logits = self.networks.discriminator_forward(torch.cat([batch.labelled, batch.unlabelled, fake]))
+            logits_labelled, logits_unlabelled, logits_fake = logits.split(count)
+            loss_sup = supervised_loss(logits_labelled, batch.targets)
+            loss_unsup = unsupervised_loss(logits_unlabelled, logits_fake)
             loss_disc = loss_sup + self.unsup_weight * loss_unsup
-            losses = {"loss_sup": loss_sup.detach(), "loss_unsup": loss_unsup.detach()}
-            if consistency_weight > 0:
-                loss_cons = consistency_loss(logits[1], logits[3])
-                loss_disc = loss_disc + consistency_weight * loss_cons
-                losses["loss_cons"] = loss_cons.detach()
         _optimise(self.disc_optimizer, loss_disc)
-        return losses
+        return {"loss_sup": loss_sup.detach(), "loss_unsup": loss_unsup.detach()}
 
     def generator_phase(self, batch: Batch) -> torch.Tensor:
         """Minimise || mean f(x_u') - mean f(G(z)) || (feature matching) against a second, independently
@@ -141,7 +128,7 @@ class LabelsOnlyObjective:
         self.disc_optimizer = disc_optimizer
         self.autocast = autocast
 
-    def step(self, batch: Batch, step_index: int) -> dict[str, torch.Tensor]:
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Minimise L_sup = cross_entropy(l(x_l), y)."""
         with self.autocast():
             loss_sup = supervised_loss(self.networks.discriminator_forward(batch.labelled), batch.targets)
@@ -158,7 +145,6 @@ def build_objective(
     disc_optimizer: torch.optim.Optimizer,
     gen_optimizer: torch.optim.Optimizer,
     autocast: Autocast,
-    total_steps: int,
 ) -> Objective:
     """The run's objective: the labels-only baseline with ``--baseline``, else the SSL-GAN."""
     if config.baseline:
@@ -170,6 +156,5 @@ def build_objective(
         unsup_weight=config.unsup_weight,
         fake_noise_fraction=config.recipe_value("fake_noise_fraction"),
         feature_matching=config.recipe_value("feature_matching"),
-        consistency=RampUp(config.consistency_weight, total_steps, config.consistency_rampup),
         autocast=autocast,
     )

@@ -1,10 +1,8 @@
-"""Schedules over the steps of a run: the learning rate (constant, then a linear decay to 0 over the final share
-of training, as the reference improved-GAN code decays over its second half) and the ramp-up of the consistency
-term's weight."""
+"""The learning-rate schedule: constant, then a linear decay to 0 over the final share of training (the
+reference improved-GAN code decays linearly over its second half)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -32,21 +30,3 @@ class LinearDecaySchedule:
             for group in optimizer.param_groups:
                 group["lr"] = rate
         return rate
-
-
-@dataclass(frozen=True)
-class RampUp:
-    """A weight that rises from ~0 to ``weight`` over the first ``fraction`` of training along
-    exp(-5 (1 - t)^2), then stays: the Pi-model's ramp-up (Laine & Aila 2017), which keeps the consistency term
-    from pulling D's early, still random predictions of the unlabelled images together."""
-
-    weight: float
-    total_steps: int
-    fraction: float = 0.25
-
-    def value(self, step: int) -> float:
-        """The weight at global step ``step`` (0-based)."""
-        ramp_steps = self.total_steps * self.fraction
-        if self.weight == 0 or step >= ramp_steps:
-            return self.weight
-        return self.weight * math.exp(-5.0 * (1.0 - step / ramp_steps) ** 2)

@@ -277,9 +277,7 @@ class Trainer:
             disc_forward = torch.compile(disc_forward)  # type: ignore[assignment]
             gen_forward = torch.compile(gen_forward)  # type: ignore[assignment]
         networks = StepNetworks(self.discriminator, self.generator, disc_forward, gen_forward)
-        self.objective = build_objective(
-            self.config, networks, self.disc_optimizer, self.gen_optimizer, self._autocast, self.budget.total_steps
-        )
+        self.objective = build_objective(self.config, networks, self.disc_optimizer, self.gen_optimizer, self._autocast)
 
     def epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This rank's batch order of pass ``epoch`` over the pool (``training.batches``), on the device."""
@@ -318,7 +316,7 @@ class Trainer:
         """Optimisation step ``global_step`` (0-based) at its learning rate, then the EMA update."""
         assert self.objective is not None, "prepare_step_modules() builds the objective"
         self.schedule.apply(global_step, self.disc_optimizer, self.gen_optimizer)
-        losses = self.objective.step(self._batch(global_step), global_step)
+        losses = self.objective.step(self._batch(global_step))
         self.ema.update(self.discriminator, global_step + 1)
         return losses
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from training.losses import (
-    consistency_loss,
     feature_matching_loss,
     supervised_loss,
     unsupervised_loss,
@@ -75,20 +74,3 @@ def test_feature_matching_l1_is_the_mean_absolute_distance_between_batch_means()
     assert torch.allclose(fake.grad, torch.tensor([[-0.25, 0.25], [-0.25, 0.25]]))
     with pytest.raises(ValueError, match="distance"):
         feature_matching_loss(real, fake, "cosine")
-
-
-def test_consistency_is_the_squared_distance_between_the_views_class_probabilities() -> None:
-    view_a = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # probabilities (0.5, 0.5) and (0.75, 0.25)
-    view_b = torch.tensor([[5.0, 5.0], [0.0, 0.0]])  # (0.5, 0.5) and (0.5, 0.5)
-    # Row 1 agrees (0); row 2 differs by 0.25 in each class: 2 * 0.0625; the mean over the two rows.
-    assert consistency_loss(view_a, view_b).item() == pytest.approx(0.0625)
-    assert consistency_loss(view_a, view_a).item() == 0.0
-
-
-def test_consistency_pulls_both_views_towards_each_other() -> None:
-    view_a = torch.tensor([[2.0, 0.0]], requires_grad=True)
-    view_b = torch.tensor([[0.0, 2.0]], requires_grad=True)
-    consistency_loss(view_a, view_b).backward()
-    assert view_a.grad is not None and view_b.grad is not None
-    # Descending the gradient lowers class 0 in the view that favours it and raises it in the other.
-    assert view_a.grad[0, 0] > 0 and view_b.grad[0, 0] < 0

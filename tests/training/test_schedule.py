@@ -3,7 +3,6 @@ the middle of its budget that resumes to exactly the weights of an uninterrupted
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from test_trainer import write_bars_dataset
 from training.config import TrainConfig
 from training.readers import DataError
 from training.run import train
-from training.schedule import LinearDecaySchedule, RampUp
+from training.schedule import LinearDecaySchedule
 from training.trainer import MIN_ROUND_STEPS, Budget, Trainer, network_configs
 
 
@@ -25,16 +24,6 @@ def test_the_learning_rate_is_constant_then_decays_linearly_to_zero() -> None:
     assert schedule.rate(800) == pytest.approx(0.5e-3)
     assert schedule.rate(999) == pytest.approx(1e-3 / 400)
     assert schedule.rate(1000) == 0.0
-
-
-def test_the_consistency_weight_ramps_up_from_near_zero_then_holds() -> None:
-    ramp = RampUp(weight=10.0, total_steps=1000, fraction=0.2)
-    assert ramp.value(0) == pytest.approx(10.0 * math.exp(-5.0))  # a small fraction of the weight at the start
-    assert ramp.value(100) == pytest.approx(10.0 * math.exp(-1.25))
-    values = [ramp.value(step) for step in range(0, 200, 10)]
-    assert values == sorted(values) and values[-1] < 10.0
-    assert ramp.value(200) == ramp.value(999) == 10.0
-    assert RampUp(weight=0.0, total_steps=1000).value(0) == 0.0  # off stays off
 
 
 def budget_for(pool: int, **options: object) -> Budget:

@@ -149,19 +149,6 @@ def test_bf16_steps_train_and_are_recorded(tmp_path: Path, capsys: pytest.Captur
     assert weights and all(t.dtype == torch.float32 for t in weights.values())
 
 
-def test_the_consistency_term_is_trained_logged_and_recorded(tmp_path: Path) -> None:
-    data = write_bars_dataset(tmp_path / "bars")
-    out = tmp_path / "run"
-    assert cli.main(train_args(data, out, "--epochs", "2", "--consistency-weight", "5")) == 0
-    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert all(record["loss_cons"] >= 0 for record in logged) and any(r["loss_cons"] > 0 for r in logged)
-    assert read_card(out / "model").training["consistency_weight"] == 5.0
-    # Off by default: no term and no logged value.
-    plain = tmp_path / "plain"
-    assert cli.main(train_args(data, plain, "--epochs", "1")) == 0
-    assert "loss_cons" not in json.loads((plain / "metrics.jsonl").read_text().splitlines()[0])
-
-
 def test_network_options_shape_the_networks_and_reach_the_model_card(tmp_path: Path) -> None:
     data = write_bars_dataset(tmp_path / "bars")
     out = tmp_path / "run"
