@@ -165,7 +165,7 @@ class Trainer:
         steps_per_pass = max(1, len(self.unlabelled_images) // (config.batch_size * self.distributed.world_size))
         self.budget = Budget.of(config, steps_per_pass)
         self.schedule = LinearDecaySchedule(
-            config.recipe_value("learning_rate"), self.budget.total_steps, config.lr_decay_fraction
+            config.recipe_value("learning_rate"), self.budget.total_steps, config.recipe_value("lr_decay_fraction")
         )
         self.objective: Objective | None = None  # built in fit, around the networks the steps call
         self.progress = RunProgress()

@@ -26,6 +26,17 @@ def test_the_learning_rate_is_constant_then_decays_linearly_to_zero() -> None:
     assert schedule.rate(1000) == 0.0
 
 
+def test_the_decay_share_is_the_recipes_unless_given() -> None:
+    def decay(image_shape: tuple[int, int, int], on_cuda: bool, **options: object) -> float:
+        config = TrainConfig(dataset="x", out="y", **options).resolved(image_shape, on_cuda)  # type: ignore[arg-type]
+        return float(config.recipe_value("lr_decay_fraction"))
+
+    assert decay((1, 28, 28), on_cuda=False) == 0.5  # mlp: the reference's last half
+    assert decay((3, 32, 32), on_cuda=True) == 0.5  # conv
+    assert decay((3, 32, 32), on_cuda=False) == 0.2  # conv-cpu: the last fifth
+    assert decay((3, 32, 32), on_cuda=False, lr_decay_fraction=0.7) == 0.7
+
+
 def budget_for(pool: int, **options: object) -> Budget:
     config = TrainConfig(dataset="x", out="y", **options).resolved((1, 28, 28), on_cuda=False)  # type: ignore[arg-type]
     return Budget.of(config, steps_per_pass=max(1, pool // config.batch_size))
