@@ -390,7 +390,7 @@ def test_a_folder_of_colour_photos_trains_the_cpu_conv_recipe(tmp_path: Path) ->
     card = load_model_dir(out / "model").card
     assert card.discriminator.architecture == "conv" and card.image_shape == (3, 32, 32)
     assert card.training["architecture"] == "conv-cpu" and card.training["augment"] == "flip"
-    assert card.discriminator.conv_channels == (48, 96) and card.discriminator.convs_per_block == 1
+    assert card.discriminator.conv_channels == (32, 64) and card.discriminator.convs_per_block == 2
     assert card.class_names == ["blue", "red"] and card.normalization["color_mode"] == "RGB"
     assert card.metrics["num_test_images"] == 16
 
@@ -403,7 +403,7 @@ def test_image_size_picks_another_size_and_the_networks_follow_it(tmp_path: Path
     assert cli.main(args) == 0
     card = load_model_dir(out / "model").card
     assert card.image_shape == (3, 64, 64) and card.training["architecture"] == "conv-cpu"
-    assert card.discriminator.conv_channels == (48, 96, 96) and card.generator.upsamplings == 4
+    assert card.discriminator.conv_channels == (32, 64, 64) and card.generator.upsamplings == 4
 
     odd = run_cli("--dataset", str(photos), "--image-size", "30", "--out", str(tmp_path / "odd"), check=False)
     assert odd.returncode == 2 and "divisible by 4" in odd.stderr and "--image-size" in odd.stderr
