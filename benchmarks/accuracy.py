@@ -208,7 +208,8 @@ def summarise(rows: list[dict[str, Any]]) -> str:
     lines += [
         "",
         f"torch {rows[0]['torch']}, {rows[0]['machine']}; torch CPU threads per run: {threads} (runs with one thread",
-        "ran two at a time, side by side, on the 2-core machine; wall times include any other load of the moment).",
+        "shared the 2-core machine with one to five other runs; wall times include that load, so they are not the",
+        "time of a run alone on two threads).",
         "",
     ]
     return "\n".join(lines)

@@ -21,9 +21,8 @@ from training.readers import DataError
 # 27,500 are the 50 passes of 550 steps over Fashion-MNIST's pool that a 15-20 minute budget holds on one CPU
 # core; the reference conv net's 15,000 are 30 passes over CIFAR-10's 50,000 images (a GPU's budget); conv-cpu's
 # 6,800 (about 0.21 s each) fill some 25 minutes of two CPU cores on 32x32 colour, the rest of a half hour going to
-# decoding and evaluation. The learning
-# rate decays over the last half (the reference's schedule), conv-cpu's over the last fifth: its short run gains more
-# from the held rate than from a long settling (two seeds on validation).
+# decoding and evaluation. The learning rate decays over the last half (the reference's schedule), conv-cpu's over
+# the last fifth: its short run gains more from the held rate than from a long settling (two seeds on validation).
 RECIPES: dict[str, dict[str, Any]] = {
     "mlp": {
         "learning_rate": 1e-3,
