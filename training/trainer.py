@@ -87,9 +87,9 @@ def cpu_sized(
 ) -> tuple[DiscriminatorConfig, GeneratorConfig]:
     """The conv-cpu recipe's networks: the reference's number of blocks for the image size at a third of its widths
     and two convs a block (the reference's 1.9 s step is a GPU's; this one is about 0.21 s on two CPU cores;
-    two convs a block beat one conv at half the widths in the same time, recipe_search.md), with less dropout,
-    which a net this small does not need, and a generator from 128 channels with normal latents, as measured (a
-    quarter of the reference's 512)."""
+    two convs a block beat one conv at half the widths in the same time on validation, recipe_search.md), with
+    less dropout, which a net this small does not need, and a generator from 128 channels with normal latents, as
+    measured (a quarter of the reference's 512)."""
     narrower = tuple(channels // 3 for channels in disc_config.conv_channels)
     return (
         replace(disc_config, conv_channels=narrower, convs_per_block=2, hidden_dropout=0.3),
