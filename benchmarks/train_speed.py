@@ -9,7 +9,7 @@ where the data is missing.
 
     python benchmarks/train_speed.py                      # every architecture x mode on the default device
     python benchmarks/train_speed.py --device cuda --compile --architectures conv conv-cpu
-    python benchmarks/train_speed.py --architectures conv-cpu --memory-format channels_last   # the other layout
+    python benchmarks/train_speed.py --architectures conv-cpu --memory-format contiguous   # the other layout
 
 Results are merged by (device, architecture, image, mode, compile, precision, memory format) into
 benchmarks/results/train_speed.{json,md}.

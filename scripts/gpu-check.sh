@@ -3,7 +3,7 @@
 # (a lent machine gives a session 15 minutes in all, start included, and one command at most 10):
 #   1. the CUDA tests (pytest -m gpu on tests/training/test_cuda.py);
 #   2. training speed of the conv recipes (conv, the reference; conv-cpu) on 32x32 colour: fp32 and bf16
-#      (channels_last is the trainer's memory format for conv nets on CUDA), bf16 with torch.compile, and bf16
+#      (channels_last is the trainer's memory format for conv nets), bf16 with torch.compile, and bf16
 #      once more in the contiguous layout, to show what channels_last buys;
 #   3. the reference recipe on CIFAR-10 with 400 labels per class, SSL and the labels-only baseline, each for
 #      a fixed 90 seconds: the steps are those that 90 seconds hold at the speed step 2 measured, so the run is
@@ -64,7 +64,6 @@ if [ "${DRY_RUN}" = 1 ]; then
   # One of each kind of speed row (compiled and not), to keep the dry run to a few minutes of CPU.
   SPEED_ARGS=(--warmup 1 --steps 2 --conv-steps 2 --pool-size 400 --architectures conv-cpu --modes ssl)
   PRECISIONS=(bf16)
-  OTHER_LAYOUT=channels_last  # the CPU's trainer uses the contiguous layout
   "${PYTHON}" - "${DATA}" <<'PY'
 import sys
 import numpy as np
@@ -80,7 +79,6 @@ else
   LABELS_PER_CLASS=400
   SPEED_ARGS=(--warmup 10 --steps 100 --conv-steps 50 --architectures conv conv-cpu)
   PRECISIONS=(fp32 bf16)
-  OTHER_LAYOUT=contiguous  # the trainer uses channels_last for conv nets on CUDA
   if [ ! -f "${DATA}" ]; then
     echo "no ${DATA}: make it with 'python benchmarks/pack_cifar.py data/cifar10 ${DATA}' and carry it" >&2
     exit 2
@@ -107,7 +105,7 @@ for precision in "${PRECISIONS[@]}"; do
   speed --precision "${precision}"
 done
 speed --precision bf16 --compile
-speed --precision bf16 --memory-format "${OTHER_LAYOUT}"
+speed --precision bf16 --memory-format contiguous  # the trainer's layout for conv nets is channels_last
 deliver
 if [ "${DRY_RUN}" = 1 ]; then  # step 3 needs the reference net's speed: one uncompiled row of each mode
   "${PYTHON}" benchmarks/train_speed.py --device cpu --precision bf16 --warmup 0 --conv-steps 1 --pool-size 400 \

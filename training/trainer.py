@@ -181,9 +181,10 @@ class Trainer:
         self.bf16 = use_bf16_autocast(self.device, self.config.precision)
         if on_cuda:
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
-        # channels_last lets cuDNN use its NHWC tensor-core convolutions. MLPs gain nothing from it; on the CPU its
-        # gain for conv-cpu was within the noise of the timings (benchmarks/results/recipe_search.md).
-        channels_last = on_cuda and disc_config.architecture == "conv"
+        # channels_last lets cuDNN use its NHWC tensor-core convolutions, and oneDNN's CPU convolutions are faster
+        # in it too: a fifth off conv-cpu's step, a third off the reference net's (benchmarks/results/
+        # train_speed.md). MLPs gain nothing from it.
+        channels_last = disc_config.architecture == "conv"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.discriminator = Discriminator(disc_config).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.generator = Generator(gen_config).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
