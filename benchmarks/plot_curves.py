@@ -58,10 +58,12 @@ def draw(runs: list[tuple[str, list[dict[str, Any]]]], title: str) -> bytes:
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     for ax, (key, name) in zip(axes, panels, strict=False):  # more axes than panels when their count is odd
-        for label, rounds in runs:
+        # A fixed colour per run: a run missing from a panel (a baseline has no unsupervised loss) must not
+        # shift the colours of the runs after it.
+        for index, (label, rounds) in enumerate(runs):
             points = [(r["passes"], r[key]) for r in rounds if r.get(key) is not None]
             if points:
-                ax.plot(*zip(*points, strict=True), marker=".", label=label)
+                ax.plot(*zip(*points, strict=True), marker=".", label=label, color=f"C{index % 10}")
         ax.set_title(name)
         ax.set_xlabel("passes over the unlabelled images")
         ax.grid(alpha=0.3)
