@@ -86,7 +86,7 @@ def cpu_sized(
     disc_config: DiscriminatorConfig, gen_config: GeneratorConfig
 ) -> tuple[DiscriminatorConfig, GeneratorConfig]:
     """The conv-cpu recipe's networks: the reference's number of blocks for the image size at a third of its widths
-    and two convs a block (the reference's 1.9 s step is a GPU's; this one is about 0.21 s on two CPU cores;
+    and two convs a block (the reference's 1.9 s step is a GPU's; this one is 0.16-0.18 s on two CPU cores;
     two convs a block beat one conv at half the widths in the same time on validation, recipe_search.md), with
     less dropout, which a net this small does not need, and a generator from 128 channels with normal latents, as
     measured (a quarter of the reference's 512)."""
